@@ -1,0 +1,195 @@
+"""Images in, normalised float tensors out; patch sampling from user images of any size."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._validation import ACCEPTED_IMAGES, as_image_list, check_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+
+def normalise_intensity(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
+    """Gray float image -> [0, 1] by robust percentiles (constant images become 0).
+
+    ``image``: ``(H, W)`` float32. Returns ``(H, W)`` float32 in [0, 1].
+    """
+    lo, hi = np.percentile(image, [low, high])
+    if hi - lo <= 1e-12:
+        lo, hi = float(image.min()), float(image.max())
+    if hi - lo <= 1e-12:
+        return np.zeros_like(image, dtype=np.float32)
+    return np.clip((image - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as a 2D float32 gray array (first page / plane of stacks).
+
+    Raises ``ValueError`` when the file is missing or not a readable image.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no such image file: {str(p)!r}")
+    try:
+        if p.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(str(p), key=0)
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.load()
+                arr = np.asarray(im.convert("F") if im.mode in ("I", "I;16", "F") else im.convert("L"))
+    except Exception as exc:
+        raise ValueError(f"could not read {str(p)!r} as an image ({type(exc).__name__}: {exc}); "
+                         f"accepted: {', '.join(IMAGE_SUFFIXES)}") from None
+    arr = np.asarray(arr)
+    while arr.ndim > 2 and arr.shape[-1] not in (3, 4):   # stacks: first plane
+        arr = arr[0]
+    return check_image(arr, str(p))
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"not a folder: {str(root)!r}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def gather_training_images(images) -> tuple[list[np.ndarray], list[str]]:
+    """Arrays, image files and folders (recursively) -> (list of [0, 1] gray images, group names).
+
+    The group of an image is its folder (files) or ``"array"`` (arrays); hard negatives may be
+    drawn from the same group. Raises ``ValueError`` when nothing usable remains.
+    """
+    if isinstance(images, (str, os.PathLike)) or isinstance(images, np.ndarray) or not isinstance(images, Sequence):
+        images = [images]
+    arrays, groups = [], []
+    for i, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            p = Path(item)
+            files = list_image_files(p) if p.is_dir() else [p]
+            if p.is_dir() and not files:
+                raise ValueError(f"folder {str(p)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            for f in files:
+                arrays.append(read_image(f))
+                groups.append(str(f.parent))
+        else:
+            arr = np.asarray(item)
+            if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):   # a (Z, H, W) stack: every plane
+                for j, plane in enumerate(arr):
+                    arrays.append(check_image(plane, f"images[{i}][{j}]"))
+                    groups.append(f"array{i}")
+            else:
+                arrays.append(check_image(arr, f"images[{i}]"))
+                groups.append(f"array{i}")
+    if not arrays:
+        raise ValueError(f"no training images given; pass arrays ({ACCEPTED_IMAGES}), files or folders")
+    return [normalise_intensity(a) for a in arrays], groups
+
+
+class PatchSampler:
+    """Square patches of ``patch_size`` px from images of any size, as ``(B, 1, P, P)`` tensors.
+
+    Images smaller than the patch are upscaled once so their short side equals it. Patch
+    positions are drawn from a CPU ``torch.Generator`` so a run replays exactly.
+    """
+
+    def __init__(self, images: list[np.ndarray], patch_size: int = 256, groups: list[str] | None = None):
+        self.patch_size = int(patch_size)
+        self.images = [self._fit(torch.from_numpy(np.ascontiguousarray(im))) for im in images]
+        self.groups = groups or ["all"] * len(images)
+        # sample sources in proportion to sqrt(area): big images give more patches, not all of them
+        areas = torch.tensor([float(im.numel()) for im in self.images])
+        self.weights = areas.sqrt() / areas.sqrt().sum()
+
+    def _fit(self, im: torch.Tensor) -> torch.Tensor:
+        h, w = im.shape
+        if min(h, w) >= self.patch_size:
+            return im
+        f = self.patch_size / min(h, w)
+        size = (max(self.patch_size, round(h * f)), max(self.patch_size, round(w * f)))
+        return F.interpolate(im[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+    def sample_sources(self, n: int, g: torch.Generator) -> torch.Tensor:
+        return torch.multinomial(self.weights, n, replacement=True, generator=g)
+
+    def sample_corners(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        out = torch.empty(len(idx), 2, dtype=torch.long)
+        r = torch.rand(len(idx), 2, generator=g)
+        for k, i in enumerate(idx.tolist()):
+            h, w = self.images[i].shape
+            out[k, 0] = int(r[k, 0] * (h - self.patch_size + 1))
+            out[k, 1] = int(r[k, 1] * (w - self.patch_size + 1))
+        return out
+
+    def crop(self, idx: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        return torch.stack([self.images[i][y:y + p, x:x + p] for i, (y, x) in
+                            zip(idx.tolist(), corners.tolist())]).unsqueeze(1)
+
+    def hard_negative_corners(self, idx: torch.Tensor, corners: torch.Tensor, g: torch.Generator):
+        """For each source, a corner whose patch overlaps the given one by at most a quarter of
+        its side in each direction it moved; ``ok`` is False where the image has no such room."""
+        p = self.patch_size
+        new = corners.clone()
+        ok = torch.zeros(len(idx), dtype=torch.bool)
+        r = torch.rand(len(idx), 4, generator=g)
+        for k, i in enumerate(idx.tolist()):
+            h, w = self.images[i].shape
+            y, x = corners[k].tolist()
+            options = []
+            if y - 3 * p // 4 >= 0:
+                options.append((0, y - 3 * p // 4))
+            if y + 3 * p // 4 + p <= h:
+                options.append((y + 3 * p // 4, h - p))
+            yopt = options
+            options = []
+            if x - 3 * p // 4 >= 0:
+                options.append((0, x - 3 * p // 4))
+            if x + 3 * p // 4 + p <= w:
+                options.append((x + 3 * p // 4, w - p))
+            xopt = options
+            if not yopt and not xopt:
+                continue
+            ok[k] = True
+            move_y = bool(yopt) and (not xopt or r[k, 0] < 0.5)
+            if move_y:
+                lo, hi = yopt[int(r[k, 1] * len(yopt)) % len(yopt)]
+                new[k, 0] = lo + int(r[k, 2] * (hi - lo + 1))
+                new[k, 1] = int(r[k, 3] * (w - p + 1))
+            else:
+                lo, hi = xopt[int(r[k, 1] * len(xopt)) % len(xopt)]
+                new[k, 1] = lo + int(r[k, 2] * (hi - lo + 1))
+                new[k, 0] = int(r[k, 3] * (h - p + 1))
+        return new, ok
+
+
+def prepare_batch(images: list[np.ndarray], size: int, device) -> torch.Tensor:
+    """Checked gray images of any sizes -> ``(N, 1, size, size)`` float32 on ``device``.
+
+    Each image is normalised to [0, 1] and resized (antialiased bilinear) to ``size`` x ``size``.
+    Images of the same shape are resized together, one call per distinct shape.
+    """
+    out = torch.empty(len(images), 1, size, size, dtype=torch.float32, device=device)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    for shape, idx in by_shape.items():
+        stack = np.stack([normalise_intensity(images[i]) for i in idx])
+        t = torch.from_numpy(stack).to(device).unsqueeze(1)
+        if shape != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[torch.tensor(idx, device=device)] = t
+    return out
+
+
+__all__ = ["normalise_intensity", "read_image", "list_image_files", "gather_training_images",
+           "PatchSampler", "prepare_batch", "as_image_list"]

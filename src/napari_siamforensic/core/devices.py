@@ -1,0 +1,67 @@
+"""Device resolution and precision choice: the one place that decides where tensors live."""
+from __future__ import annotations
+
+import torch
+
+_ACCEPTED = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"`` (or None) into CUDA, then Apple MPS, then CPU; check explicit names.
+
+    Raises ``ValueError`` for an unknown name or a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not isinstance(device, str):
+        raise TypeError(f"`device` must be a string ({_ACCEPTED}), got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; expected {_ACCEPTED}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} was asked for but Apple MPS is not available here; use 'auto' or 'cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; expected {_ACCEPTED}")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 / AMX)."""
+    checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    try:
+        return bool(checker()) if checker is not None else False
+    except Exception:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype for ``precision`` on ``device``, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_fast_bf16() else None
+        return None
+    raise ValueError(f"`precision` must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded explicitly (never the global RNG)."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed))
+    return g

@@ -1,0 +1,263 @@
+"""The trained model as users meet it: embeddings, distances, probabilities, score matrices.
+
+``ForensicModel`` wraps a :class:`~napari_siamforensic.core.model.SiameseNet` on a device.
+Inputs are one image or a sequence of images (2D gray or RGB(A), any dtype, any size from
+16 px, sizes may differ); each is normalised to [0, 1] and resized to 128 x 128.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._validation import as_image_list, check_pair_lists, check_positive_int
+from .data import prepare_batch
+from .devices import resolve_device, resolve_precision
+from .io import MODEL_FORMAT, atomic_save, build_net, model_metadata, net_state, read_safetensors
+from .model import SiameseNet
+
+POSES = ("none", "dihedral", "dihedral+invert")
+DEFAULT_WEIGHTS = "default.safetensors"
+
+
+def pose_stack(x: torch.Tensor, poses: str) -> torch.Tensor:
+    """``(N, 1, S, S)`` in [0, 1] -> ``(P, N, 1, S, S)``: the 8 dihedral poses (rotations by
+    0/90/180/270 degrees, each mirrored or not), and their inversions for ``"dihedral+invert"``.
+    ``"none"`` gives P = 1."""
+    if poses == "none":
+        return x.unsqueeze(0)
+    out = []
+    for flip in (False, True):
+        base = torch.flip(x, dims=(-1,)) if flip else x
+        for k in range(4):
+            out.append(torch.rot90(base, k, dims=(-2, -1)))
+    if poses == "dihedral+invert":
+        out += [1 - t for t in out]
+    return torch.stack(out)
+
+
+@dataclass(frozen=True)
+class EmbedProgress:
+    """One batch of a streamed embedding: ``done`` of ``total`` images; ``embeddings``
+    ``(batch, D)`` numpy for images ``start:start+batch``."""
+
+    done: int
+    total: int
+    start: int
+    embeddings: np.ndarray
+
+
+class ForensicModel:
+    """A siamese forensic network ready to score images.
+
+    Parameters
+    ----------
+    net : SiameseNet
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    precision : {"fp32", "bf16", "auto"}
+        Arithmetic of inference. ``"auto"`` uses bf16 where it is fast (see ``resolve_precision``).
+    poses : {"none", "dihedral", "dihedral+invert"}
+        Default for :meth:`distance`: the minimum of f over these poses of the second image.
+        ``"none"`` is the paper's raw f.
+    batch_size : int
+        Images per forward pass.
+    info : dict
+        Free-form provenance saved with the weights (training data, steps, ...).
+    """
+
+    def __init__(self, net: SiameseNet, device: str = "auto", *, precision: str = "fp32",
+                 poses: str = "none", batch_size: int = 256, info: dict | None = None):
+        if not isinstance(net, SiameseNet):
+            raise TypeError(f"`net` must be a SiameseNet, got {type(net).__name__}")
+        self.device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.precision = precision
+        self.poses = self._check_poses(poses)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.info = dict(info or {})
+        self.net = net.to(self.device).eval()
+        self.net.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def config(self):
+        return self.net.config
+
+    @property
+    def input_size(self) -> int:
+        return self.net.config.input_size
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """The positive weights of the metric, ``(D,)``."""
+        with torch.no_grad():
+            return self.net.alpha.float().cpu().numpy()
+
+    def __repr__(self) -> str:
+        return (f"ForensicModel(device={str(self.device)!r}, precision={self.precision!r}, "
+                f"poses={self.poses!r}, embedding_dim={self.config.embedding_dim})")
+
+    @staticmethod
+    def _check_poses(poses: str) -> str:
+        if poses not in POSES:
+            raise ValueError(f"`poses` must be one of {POSES}, got {poses!r}")
+        return poses
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # ------------------------------------------------------------------ tensors
+    def prepare(self, images) -> torch.Tensor:
+        """Images -> ``(N, 1, 128, 128)`` float32 on the model's device, in [0, 1]."""
+        return prepare_batch(as_image_list(images), self.input_size, self.device)
+
+    @torch.no_grad()
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, 128, 128)`` -> ``(N, D)`` float32 embeddings, in batches of ``batch_size``."""
+        out = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start:start + self.batch_size].contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out.append(self.net(chunk).float())
+        return torch.cat(out) if out else torch.empty(0, self.config.embedding_dim, device=self.device)
+
+    def _embed_poses(self, x: torch.Tensor, poses: str) -> torch.Tensor:
+        stack = pose_stack(x, poses)                       # (P, N, 1, S, S)
+        p, n = stack.shape[:2]
+        return self.embed_tensor(stack.reshape(p * n, *x.shape[1:])).reshape(p, n, -1)
+
+    # ------------------------------------------------------------------ public API
+    def embed(self, images) -> np.ndarray:
+        """Embeddings ``(N, D)`` (D = 128) as numpy float32."""
+        return self.embed_tensor(self.prepare(images)).cpu().numpy()
+
+    def iter_embed(self, images, batch_size: int | None = None) -> Iterator[EmbedProgress]:
+        """Stream embeddings batch by batch (memory does not grow with the number of images).
+
+        ``images`` may be any iterable of images (a generator reading files, say)."""
+        bs = check_positive_int(batch_size or self.batch_size, "batch_size")
+        items = images if isinstance(images, list) else None
+        total = len(items) if items is not None else -1
+        buf: list = []
+        done = 0
+
+        def flush():
+            nonlocal done, buf
+            e = self.embed(buf)
+            start = done
+            done += len(buf)
+            buf = []
+            return EmbedProgress(done, total, start, e)
+
+        for im in (items if items is not None else images):
+            buf.append(im)
+            if len(buf) == bs:
+                yield flush()
+        if buf:
+            yield flush()
+
+    def weighted_embed(self, images) -> np.ndarray:
+        """``alpha * embedding``, ``(N, D)``: plain L1 between these rows is the metric f
+        (what a nearest-neighbour index such as faiss needs)."""
+        return self.embed(images) * self.alpha[None, :]
+
+    @torch.no_grad()
+    def distance(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
+        """The forensic distance f per pair, ``(N,)``; ``f <= 1`` means "b is a manipulated copy
+        of a". With ``poses`` other than ``"none"``, the minimum of f over those poses of b."""
+        a, b = as_image_list(images_a, "images_a"), as_image_list(images_b, "images_b")
+        check_pair_lists(a, b)
+        poses = self._check_poses(self.poses if poses is None else poses)
+        ea = self.embed_tensor(prepare_batch(a, self.input_size, self.device))
+        eb = self._embed_poses(prepare_batch(b, self.input_size, self.device), poses)    # (P, N, D)
+        d = ((ea.unsqueeze(0) - eb).abs() * self.net.alpha.float()).sum(-1)               # (P, N)
+        return d.min(dim=0).values.cpu().numpy()
+
+    def same_probability(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
+        """``sigmoid(1 - f)`` per pair, ``(N,)`` in [0, 1]: the paper's "same" probability."""
+        d = self.distance(images_a, images_b, poses=poses)
+        return (1.0 / (1.0 + np.exp(-(1.0 - d.astype(np.float64))))).astype(np.float32)
+
+    @torch.no_grad()
+    def pairwise(self, images, *, poses: str | None = None) -> np.ndarray:
+        """The matrix of f between all images, ``(N, N)``, symmetric, zero diagonal.
+
+        With poses, ``M[i, j]`` is the minimum over poses of j (and of i, by symmetry)."""
+        ims = as_image_list(images)
+        poses = self._check_poses(self.poses if poses is None else poses)
+        e = self._embed_poses(prepare_batch(ims, self.input_size, self.device), poses)   # (P, N, D)
+        w = self.net.alpha.float()
+        n = e.shape[1]
+        out = torch.empty(n, n, device=self.device)
+        for i in range(n):   # rows, so memory stays O(P * N * D)
+            out[i] = ((e[0, i][None, None, :] - e).abs() * w).sum(-1).min(dim=0).values
+        out = torch.minimum(out, out.T)
+        out.fill_diagonal_(0)
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def feature_maps(self, x: torch.Tensor, blocks=None) -> list[torch.Tensor]:
+        """Per-block conv feature maps of ``(B, 1, H, W)`` tensors (H, W multiples of 16).
+
+        See :meth:`Branch.feature_maps`. Used for segmentation."""
+        with self._autocast():
+            return [f.float() for f in self.net.branch.feature_maps(x.to(self.device), blocks)]
+
+    def save(self, path: str | os.PathLike, *, dtype: str = "float32") -> Path:
+        """Write the weights as safetensors with the config as JSON metadata (atomic)."""
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}")
+        tensors = net_state(self.net, torch.float16 if dtype == "float16" else None)
+        meta = model_metadata(self.net, {"poses": self.poses, "info": self.info})
+        return atomic_save(tensors, path, meta)
+
+    def identity(self) -> str:
+        """A short hash of the weights, to tie saved classifiers/indices to this model."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.net.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def default_weights_path() -> Path:
+    """Where the bundled default model lives inside the installed package."""
+    return Path(str(resources.files("napari_siamforensic") / "weights" / DEFAULT_WEIGHTS))
+
+
+def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
+               precision: str = "fp32", poses: str | None = None, batch_size: int = 256) -> ForensicModel:
+    """Load a model file (or the bundled default model when ``path`` is None).
+
+    Training checkpoints load too. Raises ``ValueError`` for a missing, foreign, truncated,
+    corrupted or wrong-architecture file; nothing is unpickled.
+    """
+    if path is None:
+        path = default_weights_path()
+        if not path.is_file():
+            raise ValueError("this installation has no bundled default model "
+                             f"({str(path)!r} is missing); pass the path of a model file")
+    elif not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a file path or None, got {type(path).__name__}")
+    tensors, meta = read_safetensors(path)
+    net = build_net(tensors, meta, str(path))
+    stored_poses = meta.get("poses", "none")
+    try:
+        info = json.loads(meta.get("info", "{}"))
+    except json.JSONDecodeError:
+        info = {}
+    return ForensicModel(net, device, precision=precision,
+                         poses=poses if poses is not None else (stored_poses if stored_poses in POSES else "none"),
+                         batch_size=batch_size, info=info if isinstance(info, dict) else {})

@@ -1,0 +1,263 @@
+"""Training as a generator of progress reports (``iter_train``); ``train`` drains it.
+
+Each step samples a batch of triplets on the device: the anchor (a centre crop of a source
+patch), the "same" partner (a deformed copy of that patch) and the "different" image (a patch
+of another source or, as a hard negative, another region of the same source), all with clutter.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import PatchSampler, gather_training_images
+from .deform import Clutter, Deformer, centre_crop
+from .devices import make_generator, resolve_device, resolve_precision
+from .io import load_checkpoint, save_checkpoint
+from .model import SiameseNet, triplet_loss
+from .scoring import ForensicModel
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """Progress of a training run, yielded after every step.
+
+    ``triplet_accuracy`` is the share of the fixed validation triplets with
+    ``f(A, S) < f(A, D)``; it is None on steps without an evaluation. ``model`` is set on the
+    final report only (``done`` True).
+    """
+
+    step: int
+    steps: int
+    loss: float
+    triplet_accuracy: float | None
+    seconds: float
+    triplets_per_second: float
+    checkpoint: str | None = None
+    done: bool = False
+    model: ForensicModel | None = None
+
+
+class TripletSampler:
+    """Draws triplet batches ``(anchor, same, different)``, each ``(B, 1, 128, 128)`` in [0, 1]."""
+
+    def __init__(self, images: list[np.ndarray], groups: list[str], config: TrainConfig, device):
+        self.config = config
+        self.device = device
+        self.patches = PatchSampler(images, config.patch_size, groups)
+        out = config.model.input_size
+        self.deformer = Deformer(config.deform, config.patch_size, out)
+        self.clutter = Clutter(config.deform, out)
+        self.n_images = len(images)
+
+    def sample(self, batch_size: int, g: torch.Generator):
+        cfg, ps = self.config, self.patches
+        out = cfg.model.input_size
+        idx_a = ps.sample_sources(batch_size, g)
+        corners_a = ps.sample_corners(idx_a, g)
+        idx_d = ps.sample_sources(batch_size, g)
+        if self.n_images > 1:   # a random negative comes from another source
+            clash = idx_d == idx_a
+            shift = torch.randint(1, self.n_images, (batch_size,), generator=g)
+            idx_d = torch.where(clash, (idx_a + shift) % self.n_images, idx_d)
+        corners_d = ps.sample_corners(idx_d, g)
+        hard = torch.rand(batch_size, generator=g) < cfg.hard_negative_fraction
+        hard_corners, ok = ps.hard_negative_corners(idx_a, corners_a, g)
+        use_hard = hard & ok
+        if self.n_images == 1:
+            use_hard = ok     # a single source: every negative must be another region of it
+        idx_d = torch.where(use_hard, idx_a, idx_d)
+        corners_d = torch.where(use_hard.view(-1, 1), hard_corners, corners_d)
+        deform_neg = torch.rand(batch_size, generator=g) < cfg.p_deform_negative
+
+        src_a = ps.crop(idx_a, corners_a).to(self.device)
+        src_d = ps.crop(idx_d, corners_d).to(self.device)
+        anchor = centre_crop(src_a, out)
+        same = self.deformer.apply(src_a, self.deformer.sample(batch_size, g, self.device))
+        different = centre_crop(src_d, out).clone()
+        sel = torch.nonzero(deform_neg).flatten()
+        if sel.numel():
+            sel_dev = sel.to(self.device)
+            different[sel_dev] = self.deformer.apply(src_d[sel_dev], self.deformer.sample(sel.numel(), g, self.device))
+        anchor = self.clutter.apply(anchor, self.clutter.sample(batch_size, g, self.device))
+        same = self.clutter.apply(same, self.clutter.sample(batch_size, g, self.device))
+        different = self.clutter.apply(different, self.clutter.sample(batch_size, g, self.device))
+        return anchor, same, different
+
+
+def _make_optimizer(net: SiameseNet, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def triplet_accuracy(net: SiameseNet, triplets, autocast_ctx=nullcontext, batch_size: int = 128) -> float:
+    """Share of triplets with ``f(A, S) < f(A, D)`` (eval mode)."""
+    was_training = net.training
+    net.eval()
+    anchor, same, different = triplets
+    correct = 0
+    for s in range(0, anchor.shape[0], batch_size):
+        with autocast_ctx():
+            ea, es, ed = (net(t[s:s + batch_size].contiguous(memory_format=torch.channels_last)).float()
+                          for t in (anchor, same, different))
+        correct += int((net.metric(ea, es) < net.metric(ea, ed)).sum())
+    net.train(was_training)
+    return correct / max(1, anchor.shape[0])
+
+
+def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel | str | None = None,
+               resume: str | Path | None = None) -> Iterator[TrainReport]:
+    """Train the siamese net on ``images``, yielding a :class:`TrainReport` after every step.
+
+    Parameters
+    ----------
+    images : array, sequence of arrays, file paths or folders
+        Training sources of any size (gray, RGB(A), stacks). Folders are searched recursively.
+    config : TrainConfig, optional
+    init : ForensicModel or path, optional
+        Start from these weights (fine-tuning) instead of a fresh initialisation.
+    resume : path, optional
+        A ``checkpoint.safetensors`` of an earlier run: continue it exactly (same weights,
+        optimiser and random state). ``config`` may raise ``steps``; when None the stored one is used.
+
+    Stopping the iteration early (``break``, ``close()``, an exception in the consumer) writes
+    a final checkpoint when ``config.checkpoint_dir`` is set, so no work is lost.
+    """
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if config is None:
+        config = ckpt["config"] if ckpt else TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
+    if ckpt and ckpt["config"].replace(steps=config.steps, checkpoint_dir=config.checkpoint_dir) != config:
+        raise ValueError("`resume`: the checkpoint was written with a different TrainConfig; only `steps` "
+                         "and `checkpoint_dir` may change when resuming")
+    arrays, groups = gather_training_images(images)
+    device = resolve_device(config.device)
+    autocast_dtype = resolve_precision(config.precision, device)
+
+    def autocast_ctx():
+        if autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+
+    g = make_generator(config.seed)
+    if ckpt:
+        net = ckpt["net"]
+    elif init is not None:
+        from .scoring import load_model
+
+        base = load_model(init, device="cpu") if isinstance(init, (str, Path)) else init
+        if not isinstance(base, ForensicModel):
+            raise TypeError(f"`init` must be a ForensicModel or a model path, got {type(init).__name__}")
+        if base.config != config.model:
+            raise ValueError(f"`init` has architecture {base.config} but the TrainConfig asks for {config.model}")
+        net = SiameseNet(config.model)
+        net.load_state_dict({k: v.detach().cpu() for k, v in base.net.state_dict().items()})
+    else:
+        net = SiameseNet(config.model)
+        net.reset_parameters(g)
+    net = net.to(device)
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(net, config)
+    start_step = 0
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optim_state"])
+        g.set_state(ckpt["rng_state"])
+        start_step = ckpt["step"]
+
+    sampler = TripletSampler(arrays, groups, config, device)
+    val = None
+    if config.validation_triplets:
+        vg = make_generator(config.seed + 7919)    # fixed, independent of the training stream
+        val = sampler.sample(config.validation_triplets, vg)
+
+    ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
+    info = {"sources": len(arrays), "device": str(device),
+            "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")}
+
+    def write_checkpoint(step: int) -> str | None:
+        if ckpt_path is None:
+            return None
+        return str(save_checkpoint(ckpt_path, net, optimizer, g, step, config, info))
+
+    net.train()
+    t0 = time.perf_counter()
+    step = start_step
+    finished = False
+    try:
+        if start_step >= config.steps:
+            raise ValueError(f"`resume`: the checkpoint is already at step {start_step}; raise `steps` "
+                             f"above it (got {config.steps}) to train further")
+        for step in range(start_step + 1, config.steps + 1):
+            ts = time.perf_counter()
+            anchor, same, different = sampler.sample(config.batch_size, g)
+            if config.channels_last:
+                anchor, same, different = (t.contiguous(memory_format=torch.channels_last)
+                                           for t in (anchor, same, different))
+            with autocast_ctx():
+                ea, es, ed = net(anchor), net(same), net(different)
+            loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower `lr` "
+                                         f"(now {config.lr}) or use precision='fp32'")
+            dt = time.perf_counter() - ts
+            acc = None
+            last = step == config.steps
+            if val is not None and (step % config.eval_every == 0 or last):
+                acc = triplet_accuracy(net, val, autocast_ctx)
+            written = None
+            if ckpt_path is not None and (step % config.checkpoint_every == 0 or last):
+                written = write_checkpoint(step)
+            model = None
+            if last:
+                finished = True
+                model = ForensicModel(net, str(device), info=dict(info, steps=step))
+            yield TrainReport(step=step, steps=config.steps, loss=loss_value, triplet_accuracy=acc,
+                              seconds=time.perf_counter() - t0, triplets_per_second=config.batch_size / dt,
+                              checkpoint=written, done=last, model=model)
+    finally:
+        if not finished and ckpt_path is not None and step > start_step:
+            write_checkpoint(step)
+
+
+def train(images, config: TrainConfig | None = None, *, init=None, resume=None,
+          progress: Callable[[TrainReport], object] | None = None) -> ForensicModel:
+    """Train and return the model; ``progress(report)`` is called after every step.
+
+    Same arguments as :func:`iter_train`.
+
+    Examples
+    --------
+    >>> import numpy as np, napari_siamforensic as sf
+    >>> imgs = [np.random.default_rng(i).random((200, 200)) for i in range(3)]
+    >>> model = sf.train(imgs, sf.TrainConfig(steps=2, batch_size=4, validation_triplets=8))
+    >>> model.embed(imgs).shape
+    (3, 128)
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"`progress` must be callable or None, got {type(progress).__name__}")
+    model = None
+    for report in iter_train(images, config, init=init, resume=resume):
+        if progress is not None:
+            progress(report)
+        if report.done:
+            model = report.model
+    assert model is not None
+    return model
