@@ -1,0 +1,51 @@
+"""Fixtures for the widget tests: a real napari viewer (pytest-xvfb gives the X server)."""
+import time
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_siamforensic.core.synthetic import generate_scene  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Every test starts without a shared model (the registry is a module singleton)."""
+    from napari_siamforensic._widgets._models import registry
+
+    registry.set(None)
+    yield
+    registry.set(None)
+
+
+@pytest.fixture
+def scenes():
+    """Four small generated gray scenes, (96, 96) float32 in [0, 1]."""
+    kinds = ("nuclei", "cells", "fibres", "blot")
+    return [generate_scene(k, seed=100 + i, size=(96, 96)) for i, k in enumerate(kinds)]
+
+
+@pytest.fixture
+def wait_idle(qtbot):
+    """``wait_idle(runner)``: process Qt events until the runner's job has ended."""
+    def _wait(runner, timeout=120.0):
+        deadline = time.monotonic() + timeout
+        while runner.busy and time.monotonic() < deadline:
+            qtbot.wait(20)
+        assert not runner.busy, f"{runner.name} still running after {timeout} s"
+
+    return _wait
+
+
+@pytest.fixture
+def tiny_model():
+    """A small untrained ForensicModel (input 32 px) that scores images in milliseconds."""
+    from napari_siamforensic.core.config import ModelConfig
+    from napari_siamforensic.core.model import SiameseNet
+    from napari_siamforensic.core.scoring import ForensicModel
+    from napari_siamforensic.core.devices import make_generator
+
+    net = SiameseNet(ModelConfig(input_size=32, channels=(4, 8), hidden=16, embedding_dim=8))
+    net.reset_parameters(make_generator(0))
+    return ForensicModel(net, "cpu")
