@@ -71,10 +71,14 @@ class ForensicModel:
         Images per forward pass.
     info : dict
         Free-form provenance saved with the weights (training data, steps, ...).
+    calibration : (scale, offset)
+        :meth:`same_probability` is ``sigmoid(scale * (1 - f) + offset)``; ``(1, 0)`` is the
+        paper's ``sigmoid(1 - f)``. Fitted on held-out pairs by :func:`calibrate`.
     """
 
     def __init__(self, net: SiameseNet, device: str = "auto", *, precision: str = "fp32",
-                 poses: str = "none", batch_size: int = 256, info: dict | None = None):
+                 poses: str = "none", batch_size: int = 256, info: dict | None = None,
+                 calibration: tuple[float, float] = (1.0, 0.0)):
         if not isinstance(net, SiameseNet):
             raise TypeError(f"`net` must be a SiameseNet, got {type(net).__name__}")
         self.device = resolve_device(device)
@@ -83,6 +87,7 @@ class ForensicModel:
         self.poses = self._check_poses(poses)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.info = dict(info or {})
+        self.calibration = self._check_calibration(calibration)
         self.net = net.to(self.device).eval()
         self.net.to(memory_format=torch.channels_last)
 
@@ -110,6 +115,16 @@ class ForensicModel:
         if poses not in POSES:
             raise ValueError(f"`poses` must be one of {POSES}, got {poses!r}")
         return poses
+
+    @staticmethod
+    def _check_calibration(calibration) -> tuple[float, float]:
+        try:
+            scale, offset = (float(v) for v in calibration)
+        except Exception:
+            raise TypeError(f"`calibration` must be a pair (scale, offset), got {calibration!r}") from None
+        if not (np.isfinite(scale) and np.isfinite(offset) and scale > 0):
+            raise ValueError(f"`calibration` needs a finite scale > 0 and a finite offset, got {calibration!r}")
+        return scale, offset
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -184,9 +199,17 @@ class ForensicModel:
         return d.min(dim=0).values.cpu().numpy()
 
     def same_probability(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
-        """``sigmoid(1 - f)`` per pair, ``(N,)`` in [0, 1]: the paper's "same" probability."""
-        d = self.distance(images_a, images_b, poses=poses)
-        return (1.0 / (1.0 + np.exp(-(1.0 - d.astype(np.float64))))).astype(np.float32)
+        """The probability that b is a manipulated copy of a, per pair, ``(N,)`` in [0, 1].
+
+        ``sigmoid(scale * (1 - f) + offset)`` with this model's ``calibration``; with the
+        default ``(1, 0)`` it is the paper's ``sigmoid(1 - f)``."""
+        return self.probability_from_distance(self.distance(images_a, images_b, poses=poses))
+
+    def probability_from_distance(self, distance) -> np.ndarray:
+        """Map distances f to calibrated "same" probabilities (same shape, float32)."""
+        scale, offset = self.calibration
+        z = scale * (1.0 - np.asarray(distance, dtype=np.float64)) + offset
+        return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)   # a sigmoid that cannot overflow
 
     @torch.no_grad()
     def pairwise(self, images, *, poses: str | None = None) -> np.ndarray:
@@ -218,7 +241,8 @@ class ForensicModel:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}")
         tensors = net_state(self.net, torch.float16 if dtype == "float16" else None)
-        meta = model_metadata(self.net, {"poses": self.poses, "info": self.info})
+        meta = model_metadata(self.net, {"poses": self.poses, "info": self.info,
+                                         "calibration": list(self.calibration)})
         return atomic_save(tensors, path, meta)
 
     def identity(self) -> str:
@@ -230,6 +254,29 @@ class ForensicModel:
             h.update(k.encode())
             h.update(v.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def calibrate(model: ForensicModel, distances, is_duplicate) -> tuple[float, float]:
+    """Fit ``model.calibration`` by logistic regression of ``is_duplicate`` on ``1 - f``
+    (held-out pairs, never the training ones) and set it on the model. Returns (scale, offset).
+
+    ``distances``: ``(N,)`` f values; ``is_duplicate``: ``(N,)`` booleans with both classes.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    d = np.asarray(distances, dtype=np.float64).ravel()
+    y = np.asarray(is_duplicate).astype(bool).ravel()
+    if d.shape != y.shape or d.size < 4:
+        raise ValueError(f"`distances` and `is_duplicate` must be equal-length 1D arrays of >= 4 pairs, "
+                         f"got shapes {np.shape(distances)} and {np.shape(is_duplicate)}")
+    if y.all() or not y.any():
+        raise ValueError("`is_duplicate` must hold both duplicates and non-duplicates to calibrate")
+    lr = LogisticRegression(C=1e4).fit((1.0 - d)[:, None], y)
+    scale = float(lr.coef_[0, 0])
+    if scale <= 0:
+        raise ValueError("calibration failed: on these pairs larger distances do not mean fewer duplicates")
+    model.calibration = (scale, float(lr.intercept_[0]))
+    return model.calibration
 
 
 def default_weights_path() -> Path:
@@ -258,6 +305,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
         info = json.loads(meta.get("info", "{}"))
     except json.JSONDecodeError:
         info = {}
-    return ForensicModel(net, device, precision=precision,
+    try:
+        calibration = tuple(json.loads(meta.get("calibration", "[1.0, 0.0]")))
+    except json.JSONDecodeError:
+        raise ValueError(f"{str(path)!r}: its calibration metadata is not valid JSON") from None
+    return ForensicModel(net, device, precision=precision, calibration=calibration,
                          poses=poses if poses is not None else (stored_poses if stored_poses in POSES else "none"),
                          batch_size=batch_size, info=info if isinstance(info, dict) else {})
