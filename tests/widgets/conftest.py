@@ -9,6 +9,17 @@ pytest.importorskip("pytestqt")
 from napari_siamforensic.core.synthetic import generate_scene  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Keep the widget tests light on a shared 2-core machine (workers inherit this)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry():
     """Every test starts without a shared model (the registry is a module singleton)."""
@@ -49,3 +60,14 @@ def tiny_model():
     net = SiameseNet(ModelConfig(input_size=32, channels=(4, 8), hidden=16, embedding_dim=8))
     net.reset_parameters(make_generator(0))
     return ForensicModel(net, "cpu")
+
+
+@pytest.fixture
+def no_default_model(monkeypatch):
+    """Pretend this installation has no bundled default model."""
+    from napari_siamforensic._widgets import _models
+
+    def missing(*args, **kwargs):
+        raise ValueError("this installation has no bundled default model")
+
+    monkeypatch.setattr(_models, "load_model", missing)

@@ -193,6 +193,8 @@ class JobRunner:
                 self._on_errored(exc)
 
     def _on_returned(self, outcome) -> None:
+        if self.last_outcome == "error":    # a callback failed and cancelled the job: keep "error"
+            return
         if outcome == _CANCELLED:
             self.last_outcome = "cancelled"
             show_info(f"{self.name} cancelled.")

@@ -1,0 +1,124 @@
+"""The Duplicates widget in a real viewer: heatmap, pairs table, side-by-side view, export."""
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari.layers import Image, Shapes  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
+from napari_siamforensic._widgets._models import registry  # noqa: E402
+from napari_siamforensic._widgets.duplicates import GAP_PX, PAIR_PREFIX, DuplicatesWidget  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def dup_viewer(make_napari_viewer, scenes):
+    viewer = make_napari_viewer()
+    names = ["nuclei", "cells", "fibres"]
+    for name, s in zip(names, scenes):
+        viewer.add_image(s, name=name)
+    viewer.add_image(np.rot90(scenes[0])[:, ::-1].copy(), name="nuclei copy")
+    return viewer
+
+
+def test_matrix_pairs_and_side_by_side(dup_viewer, tiny_model, wait_idle, tmp_path):
+    registry.set(tiny_model, "tiny")
+    w = DuplicatesWidget(dup_viewer)
+    dup_viewer.window.add_dock_widget(w)
+    w.compute_button.click()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+
+    names = ["nuclei", "cells", "fibres", "nuclei copy"]
+    assert w.names == names
+    m = w.matrix
+    assert m.shape == (4, 4)
+    np.testing.assert_allclose(m, m.T, atol=1e-5)
+    np.testing.assert_allclose(np.diag(m), 0)
+    assert (m[~np.eye(4, dtype=bool)] > 0).all()
+    np.testing.assert_allclose(m, tiny_model.pairwise([lay.data for lay in dup_viewer.layers],
+                                                      poses="dihedral+invert"), atol=1e-4)
+    # heatmap: names on both axes, the value in each cell
+    h = w.heatmap
+    assert h.rowCount() == h.columnCount() == 4
+    assert [h.horizontalHeaderItem(i).text() for i in range(4)] == names
+    assert [h.verticalHeaderItem(i).text() for i in range(4)] == names
+    assert float(h.item(0, 3).text()) == pytest.approx(m[0, 3], abs=0.006)
+
+    # pairs: all 6 of 4 images, sortable by distance
+    t = w.pairs
+    assert t.rowCount() == len(w.result.pairs) == 6
+    t.sortItems(2, Qt.DescendingOrder)
+    shown = [float(t.item(r, 2).text()) for r in range(6)]
+    assert shown == sorted(shown, reverse=True)
+    t.sortItems(2, Qt.AscendingOrder)
+    assert float(t.item(0, 2).text()) == pytest.approx(w.result.pairs["distance"].min(), abs=1e-3)
+
+    # clicking a pair: the two images side by side, regions as Shapes, the rest hidden
+    a, b, r = t.item(0, 0).data(Qt.UserRole)
+    w._pair_clicked(0)
+    pair = w.pair_layers()
+    images = [lay for lay in pair if isinstance(lay, Image)]
+    assert len(images) == 2
+    assert images[0].name == f"{PAIR_PREFIX}A: {w.names[a]}" and images[1].name == f"{PAIR_PREFIX}B: {w.names[b]}"
+    np.testing.assert_allclose(images[1].translate, (0, images[0].data.shape[1] + GAP_PX))
+    row = w.result.pairs.iloc[r]
+    shapes = [lay for lay in pair if isinstance(lay, Shapes)]
+    assert {a, b} == {0, 3}     # the planted mirrored + rotated copy ranks first (poses make it exact)
+    assert "mirrored" in t.item(0, 4).text()
+    if isinstance(row["box_a"], (tuple, list)):     # localised: its boxes are drawn
+        x0, y0, x1, y1 = row["box_a"]
+        assert shapes and shapes[0].data[0].min(axis=0).tolist() == [y0, x0]
+        assert shapes[0].data[0].max(axis=0).tolist() == [y1, x1]
+    else:
+        assert not shapes
+    assert all(not dup_viewer.layers[n].visible for n in names)
+    w.restore_button.click()
+    assert not w.pair_layers()
+    assert all(dup_viewer.layers[n].visible for n in names)
+
+    # heatmap click shows that pair
+    w._heatmap_clicked(1, 2)
+    assert {lay.name for lay in w.pair_layers() if isinstance(lay, Image)} == {
+        f"{PAIR_PREFIX}A: cells", f"{PAIR_PREFIX}B: fibres"}
+    w.restore_layers()
+
+    # export
+    html = w.export(tmp_path / "report.html")
+    csv = w.export(tmp_path / "pairs.csv")
+    assert "<html" in html.read_text().lower()
+    import pandas as pd
+
+    assert len(pd.read_csv(csv)) == 6
+
+
+def test_without_a_model_says_what_to_do(dup_viewer, no_default_model, wait_idle):
+    w = DuplicatesWidget(dup_viewer)
+    assert w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "error"
+    assert "Train" in str(w.runner.last_error) and "model file" in str(w.runner.last_error)
+    assert w.result is None and w.pairs.rowCount() == 0
+    assert len(dup_viewer.layers) == 4
+
+
+def test_one_image_is_refused(make_napari_viewer, scenes, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(scenes[0])
+    registry.set(tiny_model)
+    w = DuplicatesWidget(viewer)
+    assert w.compute() is False
+    assert not w.runner.busy
+
+
+def test_a_stack_gives_one_item_per_plane(make_napari_viewer, scenes, tiny_model, wait_idle):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack(scenes[:3]), name="stack")
+    registry.set(tiny_model)
+    w = DuplicatesWidget(viewer)
+    w.compute()
+    wait_idle(w.runner)
+    assert w.names == ["stack[0]", "stack[1]", "stack[2]"]
+    assert w.matrix.shape == (3, 3)
