@@ -1,0 +1,314 @@
+"""Screen a corpus: figures, PDFs and folders in; ranked duplicate pairs with the matching regions out.
+
+GUI-free (never imports napari, qtpy or magicgui).
+
+>>> import napari_siamforensic as sf                                 # doctest: +SKIP
+>>> result = sf.screen(["figures/", "paper.pdf"], store="screen-store")  # doctest: +SKIP
+>>> result.pairs.head()                                              # doctest: +SKIP
+>>> result.to_html("report.html")                                    # doctest: +SKIP
+
+The pipeline: sources are streamed (:mod:`.sources`, multi-panel figures cut by
+:mod:`.panels`), embedded in batches in every pose on the model's device, written chunk by
+chunk to a store (:mod:`.index`; resumable), candidate pairs found by exact nearest-neighbour
+search on ``alpha * embedding`` (faiss ``IndexFlat`` L1, or torch), re-scored with the full
+pose-minimum distance, and the best pairs localised (:mod:`.localize`) and reported
+(:mod:`.report`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._validation import check_positive_int
+from ..core.scoring import POSES, ForensicModel, load_model
+from .index import (METRICS, MODES, EmbeddingStore, Vectors, best_poses, embed_poses, file_stamp,
+                    have_faiss, iter_candidate_pairs)
+from .localize import Match, localize, pose_match
+from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
+from .sources import FileDone, Item, ItemRef, Skipped, SourceOptions, iter_sources, load_item_image
+
+__all__ = ["screen", "iter_screen", "ScreenProgress", "ScreenResult", "SourceOptions", "localize",
+           "Match", "resolve_model"]
+
+STAGES = ("embed", "search", "localize", "done")
+
+
+@dataclass(frozen=True)
+class ScreenProgress:
+    """One step of a screen. ``stage``: ``"embed"`` (``done`` items embedded; ``total`` -1:
+    unknown while sources stream), ``"search"`` (items searched of ``total``),
+    ``"localize"`` (pairs localised of ``total``), ``"done"`` (``result`` set)."""
+
+    stage: str
+    done: int
+    total: int
+    seconds: float
+    message: str = ""
+    result: ScreenResult | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stage == "done"
+
+
+def resolve_model(model) -> ForensicModel:
+    """None -> the bundled default model; a path -> that model file; a ForensicModel as is."""
+    if model is None:
+        return load_model(precision="auto")
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, precision="auto")
+    if isinstance(model, ForensicModel):
+        return model
+    raise TypeError(f"`model` must be a ForensicModel, a model file path or None (the default model), "
+                    f"got {type(model).__name__}")
+
+
+def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric):
+    check_positive_int(candidates, "candidates")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(localize_top, "localize", minimum=0)
+    if poses not in POSES:
+        raise ValueError(f"`poses` must be one of {POSES}, got {poses!r}")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+            raise TypeError(f"`threshold` must be a number or None, got {threshold!r}")
+        if not threshold > 0:
+            raise ValueError(f"`threshold` must be > 0 (a distance f), got {threshold}")
+
+
+def _items_frame(refs: list[ItemRef]) -> pd.DataFrame:
+    if not refs:
+        return empty_frame(ITEM_COLUMNS)
+    return pd.DataFrame({
+        "id": np.arange(len(refs), dtype=np.int64),
+        "source": [r.source for r in refs],
+        "page": pd.array([r.page for r in refs], dtype="Int64"),
+        "panel": pd.Series([r.panel for r in refs], dtype=object),
+        "object": pd.array([r.object for r in refs], dtype="Int64"),
+        "kind": [r.kind for r in refs],
+        "document": [r.document for r in refs],
+    })
+
+
+def _skipped_frame(records: list[dict]) -> pd.DataFrame:
+    if not records:
+        return empty_frame(SKIPPED_COLUMNS)
+    return pd.DataFrame({"source": [r["source"] for r in records],
+                         "page": pd.array([r.get("page") for r in records], dtype="Int64"),
+                         "reason": [r["reason"] for r in records]})
+
+
+def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihedral+invert",
+                mode: str = "all", threshold: float | None = None, batch_size: int = 64,
+                store: str | os.PathLike | None = None, localize: int = 50, metric: str = "l1",
+                backend: str = "auto", options: SourceOptions | None = None,
+                threads: int | None = None) -> Iterator[ScreenProgress]:
+    """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
+    last one (``stage == "done"``) carries the :class:`ScreenResult`.
+
+    Parameters
+    ----------
+    sources : path, array or a sequence of them
+        Image files (PNG, JPEG, TIFF incl. multi-page/16-bit, ...), PDFs, folders (recursive),
+        arrays. Multi-panel figures are cut into panels (see ``options``).
+    model : ForensicModel, model file path, or None (the bundled default model)
+    candidates : int
+        Nearest neighbours kept per item (the union over items is re-scored).
+    poses : {"none", "dihedral", "dihedral+invert"}
+        Poses embedded for every item: a mirrored, rotated or inverted copy is found through
+        them, and the reported distance is the minimum over them (both directions).
+    mode : {"all", "within", "across"}
+        Pairs inside one document only, between documents only, or both.
+    threshold : float, optional
+        Keep only pairs with distance <= threshold (``1.0`` is the paper's decision). None
+        keeps every candidate pair.
+    batch_size : int
+        Images embedded per batch (each in every pose).
+    store : folder, optional
+        Write embeddings there chunk by chunk; a later screen with the same store (and
+        model, poses) resumes: stored files are not read again, and new sources are screened
+        against everything stored.
+    localize : int
+        Localise the best this many pairs (boxes, transform from keypoints; others get the
+        transform of the best pose and no boxes).
+    metric : {"l1", "l2"}
+        Candidate search metric: ``"l1"`` is the model's own (exact); ``"l2"`` is a faster
+        proxy for very large corpora. Candidates are re-scored in L1 either way.
+    backend : {"auto", "faiss", "torch"}
+    options : SourceOptions, optional
+        Panel splitting, PDF page rendering, limits.
+    threads : int, optional
+        Threads for faiss.
+    """
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric)
+    options = options or SourceOptions()
+    t0 = time.perf_counter()
+    model = resolve_model(model)
+    dim = model.config.embedding_dim
+    st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=dim)
+    refs, chunks, skipped_records = st.restore()
+    completed = st.completed_files()
+    n_restored = len(refs)
+
+    arrays: dict[str, np.ndarray] = {}
+    src_list = sources if isinstance(sources, (list, tuple)) else [sources]
+    for i, s in enumerate(src_list):
+        if not isinstance(s, (str, os.PathLike)):
+            arrays[f"array[{i}]"] = s
+
+    buf_items: list[Item] = []
+    pending_files: dict[str, str] = {}
+    pending_skipped: list[dict] = []
+    new_skipped: list[dict] = []
+    chunk_items = batch_size * 4
+
+    def flush():
+        nonlocal buf_items, pending_files, pending_skipped
+        if buf_items:
+            vecs = np.concatenate([embed_poses(model, [it.image for it in buf_items[s:s + batch_size]], poses)
+                                   for s in range(0, len(buf_items), batch_size)])
+        else:
+            vecs = np.zeros((0, {"none": 1, "dihedral": 8}.get(poses, 16), dim), np.float32)
+        brefs = [it.ref for it in buf_items]
+        st.append(vecs, brefs, pending_files, pending_skipped)
+        refs.extend(brefs)
+        chunks.append(st.chunks[-1].vectors)
+        buf_items, pending_files, pending_skipped = [], {}, []
+
+    for ev in iter_sources(sources, options, skip_files=completed, markers=True):
+        if isinstance(ev, Item):
+            buf_items.append(ev)
+            if len(buf_items) >= chunk_items:
+                flush()
+                yield ScreenProgress("embed", len(refs) - n_restored, -1, time.perf_counter() - t0,
+                                     f"{len(refs) - n_restored} items embedded")
+        elif isinstance(ev, Skipped):
+            rec = {"source": ev.source, "page": ev.page, "reason": ev.reason, "file": None}
+            new_skipped.append(rec)
+            if os.path.isfile(ev.source):
+                rec["file"] = ev.source
+                pending_skipped.append(rec)
+        elif isinstance(ev, FileDone):
+            stamp = file_stamp(ev.source)
+            if stamp is not None:
+                pending_files[ev.source] = stamp
+    if buf_items or pending_files or pending_skipped:
+        flush()
+    t_embed = time.perf_counter() - t0
+    yield ScreenProgress("embed", len(refs) - n_restored, len(refs) - n_restored, t_embed,
+                         f"{len(refs) - n_restored} items embedded ({n_restored} restored from the store)")
+
+    vectors = Vectors(chunks)
+    assert len(vectors) == len(refs)
+    groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
+    search = iter_candidate_pairs(vectors, groups, k=candidates, mode=mode, metric=metric, backend=backend,
+                                  threads=threads)
+    while True:
+        try:
+            done, total = next(search)
+        except StopIteration as stop:
+            a, b, d = stop.value
+            break
+        yield ScreenProgress("search", done, total, time.perf_counter() - t0, f"{done} of {total} items searched")
+    if threshold is not None:
+        keep = d <= threshold
+        a, b, d = a[keep], b[keep], d[keep]
+    t_search = time.perf_counter() - t0 - t_embed
+
+    # transforms of the best pose for every pair; keypoint localisation for the best ones
+    pose, of_b = best_poses(vectors, a, b)
+    words = {}
+    transform = []
+    for p, ob in zip(pose.tolist(), of_b.tolist()):
+        key = (p, ob)
+        if key not in words:
+            words[key] = pose_match((1, 1), (1, 1), p, ob).transform
+        transform.append(words[key])
+    box_a: list = [None] * len(a)
+    box_b: list = [None] * len(a)
+    inliers = np.zeros(len(a), np.int64)
+    method = ["pose"] * len(a)
+    thumbs: dict[int, tuple[np.ndarray, float]] = {}
+    n_loc = min(localize, len(a))
+    cache: dict[int, np.ndarray | None] = {}
+
+    def image_of(i: int):
+        if i not in cache:
+            try:
+                cache[i] = load_item_image(refs[i], arrays, pdf_dpi=options.pdf_dpi)
+            except ValueError:
+                cache[i] = None
+        return cache[i]
+
+    for r in range(n_loc):
+        ia, ib = int(a[r]), int(b[r])
+        img_a, img_b = image_of(ia), image_of(ib)
+        if img_a is None or img_b is None:
+            method[r] = "unreadable"
+        else:
+            m = localize_pair(img_a, img_b, int(pose[r]), bool(of_b[r]))
+            box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
+            inliers[r], method[r] = m.inliers, m.method
+            for i, img in ((ia, img_a), (ib, img_b)):
+                if i not in thumbs:
+                    thumbs[i] = thumbnail(img)
+        if r % 10 == 9 or r == n_loc - 1:
+            yield ScreenProgress("localize", r + 1, n_loc, time.perf_counter() - t0, f"{r + 1} of {n_loc} pairs localised")
+        if len(cache) > 256:
+            cache.clear()
+    t_localize = time.perf_counter() - t0 - t_embed - t_search
+
+    pairs = pd.DataFrame({
+        "a": a.astype(np.int64), "b": b.astype(np.int64), "distance": d.astype(np.float64),
+        "probability": 1.0 / (1.0 + np.exp(-(1.0 - d.astype(np.float64)))),
+        "transform": pd.Series(transform, dtype=object),
+        "box_a": pd.Series(box_a, dtype=object), "box_b": pd.Series(box_b, dtype=object),
+        "inliers": inliers, "method": pd.Series(method, dtype=object),
+    }, columns=PAIR_COLUMNS) if len(a) else empty_frame(PAIR_COLUMNS)
+    info = {"model": model.identity(), "poses": poses, "mode": mode, "candidates": candidates,
+            "metric": metric, "index": "faiss" if (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within" else "torch",
+            "items": len(refs), "restored": n_restored, "seconds_embed": round(t_embed, 2),
+            "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
+            "store": str(store) if store is not None else None}
+    result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_records + new_skipped), info, thumbs)
+    yield ScreenProgress("done", len(refs), len(refs), time.perf_counter() - t0,
+                         f"{len(refs)} items, {len(pairs)} candidate pairs", result)
+
+
+def localize_pair(image_a, image_b, pose: int, pose_of_b: bool) -> Match:
+    """Keypoint localisation with the embedding's pose as the hint (and fallback)."""
+    return localize(image_a, image_b, pose_hint=pose, pose_of_b=pose_of_b)
+
+
+def screen(sources, model=None, *, progress: Callable[[ScreenProgress], object] | None = None,
+           **kwargs) -> ScreenResult:
+    """Screen ``sources`` for duplicated images and return a :class:`ScreenResult`.
+
+    Same arguments as :func:`iter_screen`; ``progress(report)`` is called with every report.
+
+    Examples
+    --------
+    >>> import napari_siamforensic as sf                       # doctest: +SKIP
+    >>> res = sf.screen(["figures/", "paper.pdf"])              # doctest: +SKIP
+    >>> res.pairs[["a", "b", "distance", "transform"]].head()  # doctest: +SKIP
+    >>> res.to_html("report.html")                              # doctest: +SKIP
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"`progress` must be callable or None, got {type(progress).__name__}")
+    result = None
+    for report in iter_screen(sources, model, **kwargs):
+        if progress is not None:
+            progress(report)
+        if report.finished:
+            result = report.result
+    assert result is not None
+    return result

@@ -1,0 +1,157 @@
+"""The screening parts on their own: panel splitting, localisation, nearest-neighbour search."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_siamforensic.screening.index import Vectors, candidate_pairs, have_faiss, pose_min_distance
+from napari_siamforensic.screening.localize import box_iou, describe, localize, pose_match
+from napari_siamforensic.screening.panels import split_panels
+from napari_siamforensic.screening.sources import SourceOptions, iter_sources
+
+from .conftest import scene8
+
+
+def grid_figure(background: int, rows=2, cols=2, side=90, gutter=10, margin=8, label=False):
+    """A rows x cols figure of textured panels; returns it and the true panel boxes."""
+    h = margin * 2 + rows * side + (rows - 1) * gutter
+    w = margin * 2 + cols * side + (cols - 1) * gutter
+    fig = np.full((h, w), background, np.uint8)
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y0, x0 = margin + r * (side + gutter), margin + c * (side + gutter)
+            fig[y0:y0 + side, x0:x0 + side] = scene8(100 + 10 * r + c, side)
+            boxes.append((x0, y0, x0 + side, y0 + side))
+            if label:   # a panel letter above the panel's corner, 3 px off it
+                fig[y0 - 7:y0 - 3, x0:x0 + 4] = 255 - background
+    return fig, boxes
+
+
+@pytest.mark.parametrize("background", [255, 0], ids=["white", "black"])
+def test_2x2_figure_splits_into_its_panels(background):
+    fig, truth = grid_figure(background)
+    assert split_panels(fig) == truth
+    rgb = np.dstack([fig] * 3)
+    assert split_panels(rgb) == truth
+
+
+def test_uneven_figure_with_labels():
+    fig, truth = grid_figure(255, rows=2, cols=3, label=True)
+    got = split_panels(fig)
+    big = [b for b in got if (b[2] - b[0]) >= 32 and (b[3] - b[1]) >= 32]
+    assert sorted(big) == sorted(truth)
+
+
+def test_single_images_are_not_split():
+    for seed in range(40):
+        assert len(split_panels(scene8(seed, 200))) <= 1
+    yy, xx = np.mgrid[:128, :128]               # sparse "fluorescence": round cells on black
+    dark = np.zeros((128, 128))
+    for cy, cx, r in [(25, 30, 9), (90, 70, 14), (40, 100, 7)]:
+        dark += np.clip(1 - ((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2, 0, None)
+    assert split_panels((dark * 200).astype(np.uint8)) == []
+    assert split_panels(np.full((50, 50), 3)) == []
+
+
+def test_figure_panels_become_items_with_boxes():
+    fig, truth = grid_figure(255, label=True)
+    events = list(iter_sources([fig]))
+    items = [e for e in events if hasattr(e, "image")]
+    assert [it.ref.panel for it in items] == truth
+    assert all(it.image.shape == (90, 90) for it in items)
+    skipped = [e for e in events if not hasattr(e, "image")]
+    assert skipped and all("panel minimum" in s.reason for s in skipped)   # the 4 px letters
+    whole = [e for e in iter_sources([fig], SourceOptions(split_panels=False))]
+    assert len(whole) == 1 and whole[0].ref.panel is None
+
+
+def _blobs(size, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = 0.05 * rng.random((size, size))
+    for _ in range(70):
+        cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(3, 12)
+        img += rng.uniform(0.2, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return img
+
+
+@pytest.mark.parametrize("name", ["crop", "mirror", "rot90", "scale", "flipud-inverted"])
+def test_localize_recovers_a_planted_crop(name):
+    from skimage.transform import rescale
+
+    img = _blobs(300, 0)
+    truth = (80, 50, 260, 210)
+    crop = img[50:210, 80:260]
+    b = {"crop": crop, "mirror": crop[:, ::-1], "rot90": np.rot90(crop), "scale": rescale(crop, 0.7),
+         "flipud-inverted": 1 - crop[::-1]}[name]
+    m = localize(img, np.ascontiguousarray(b))
+    assert m.method == "orb-ransac" and m.inliers >= 8
+    assert box_iou(m.box_a, truth) > 0.9
+    assert box_iou(m.box_b, (0, 0, b.shape[1], b.shape[0])) > 0.9
+    expected = {"crop": "identity", "mirror": "mirrored", "rot90": "rotated 90° ccw", "scale": "scale 0.70",
+                "flipud-inverted": "mirrored, rotated 180°, inverted"}[name]
+    assert m.transform == expected
+
+
+def test_localize_falls_back_to_the_pose():
+    flat = np.zeros((64, 64))
+    m = localize(flat, flat, pose_hint=12)
+    assert m.method == "pose" and m.box_a == (0, 0, 64, 64)
+    assert m.transform == "mirrored, inverted"
+    assert pose_match((5, 5), (5, 5), 1, True).transform == "rotated 90° cw"
+    assert pose_match((5, 5), (5, 5), 1, False).transform == "rotated 90° ccw"
+    assert describe(False, 0.5, 1.01, False) == "identity"
+
+
+def _random_vectors(n=300, p=4, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.random((n, p, d), dtype=np.float32)
+    # split in uneven chunks, as a store delivers them
+    return Vectors([v[:70], v[70:71], v[71:]]), v
+
+
+@pytest.mark.parametrize("mode", ["all", "across", "within"])
+def test_search_matches_brute_force(mode):
+    vectors, v = _random_vectors()
+    groups = np.repeat(np.arange(30), 10)
+    k = 3
+    a, b, d = candidate_pairs(vectors, groups, k=k, mode=mode, backend="torch")
+    # brute force: every item's k nearest (pose-min, one direction), then symmetric distances
+    full = np.abs(v[:, None, :, :] - v[None, :, :1, :]).sum(-1).min(-1)     # (q, base)
+    np.fill_diagonal(full, np.inf)
+    same = groups[:, None] == groups[None, :]
+    if mode == "across":
+        full[same] = np.inf
+    if mode == "within":
+        full[~same] = np.inf
+    want = set()
+    for i in range(len(v)):
+        for j in np.argsort(full[i], kind="stable")[:k]:
+            want.add((min(i, j), max(i, j)))
+    assert set(zip(a.tolist(), b.tolist())) == want
+    sym = np.minimum(np.abs(v[a][:, :1] - v[b]).sum(-1).min(1), np.abs(v[b][:, :1] - v[a]).sum(-1).min(1))
+    np.testing.assert_allclose(d, sym, rtol=1e-5)
+    assert np.all(np.diff(d) >= 0)
+    np.testing.assert_allclose(pose_min_distance(vectors, a, b), d, rtol=1e-6)
+
+
+@pytest.mark.skipif(not have_faiss(), reason="faiss not installed")
+@pytest.mark.parametrize("mode", ["all", "across"])
+def test_faiss_and_torch_agree(mode):
+    vectors, _ = _random_vectors(seed=1)
+    groups = np.repeat(np.arange(60), 5)
+    fa = candidate_pairs(vectors, groups, k=4, mode=mode, backend="faiss")
+    tb = candidate_pairs(vectors, groups, k=4, mode=mode, backend="torch")
+    assert set(zip(fa[0].tolist(), fa[1].tolist())) == set(zip(tb[0].tolist(), tb[1].tolist()))
+
+
+def test_screening_imports_no_gui():
+    code = ("import sys, napari_siamforensic.screening as s, napari_siamforensic.screening.index, "
+            "napari_siamforensic.screening.report; "
+            "bad=[m for m in ('napari','qtpy','magicgui','PyQt5','PySide6') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,249 @@
+"""End-to-end screens: planted copies found, bad inputs skipped with reasons, modes, resuming."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from napari_siamforensic.screening import ScreenProgress, iter_screen, screen
+
+from .conftest import scene8
+
+
+def _name(res, item_id) -> str:
+    return os.path.basename(res.items.set_index("id").loc[int(item_id), "source"])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("screen") / "figs"
+    (d / "sub").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(scene8(20 + i, 200)).save(d / f"f{i}.png")
+    Image.fromarray(scene8(20, 200)[:, ::-1].copy()).save(d / "sub" / "copy.png")   # recursive
+    (d / "broken.png").write_bytes(b"\x89PNG nonsense")
+    return d
+
+
+@pytest.fixture(scope="module")
+def folder_reports(folder, model):
+    return list(iter_screen([str(folder)], model, localize=3))
+
+
+def test_planted_mirror_copy_is_the_best_pair(folder_reports):
+    reports = folder_reports
+    assert all(isinstance(r, ScreenProgress) for r in reports)
+    assert [r.stage for r in reports][-1] == "done" and reports[-1].result is not None
+    assert {"embed", "search", "localize"} <= {r.stage for r in reports}
+    res = reports[-1].result
+    assert list(res.items.columns[:4]) == ["id", "source", "page", "panel"]
+    assert len(res.items) == 5
+    best = res.pairs.iloc[0]
+    assert {_name(res, best["a"]), _name(res, best["b"])} == {"f0.png", "copy.png"}
+    assert best["distance"] < 0.5 * res.pairs["distance"].iloc[1]
+    assert best["transform"].startswith("mirrored") and "rotated" not in best["transform"]
+    # the copy is the whole of the original: the matched regions are (nearly) the frames
+    assert best["box_a"][2] - best["box_a"][0] > 180 and best["box_b"][3] - best["box_b"][1] > 180
+    assert res.pairs["distance"].is_monotonic_increasing
+    np.testing.assert_allclose(res.pairs["probability"], 1 / (1 + np.exp(-(1 - res.pairs["distance"]))))
+    assert len(res.skipped) == 1 and res.skipped.iloc[0]["source"].endswith("broken.png")
+    assert "could not read" in res.skipped.iloc[0]["reason"]
+
+
+def test_rotated_inverted_copy_needs_the_poses(tmp_path, model):
+    a = scene8(30, 180)
+    arrays = [a, scene8(31, 180), scene8(32, 180), 255 - np.rot90(a)]
+    with_poses = screen(arrays, model, poses="dihedral+invert", localize=1)
+    best = with_poses.pairs.iloc[0]
+    assert {int(best["a"]), int(best["b"])} == {0, 3}
+    assert "inverted" in best["transform"] and "rotated 90" in best["transform"]
+    without = screen(arrays, model, poses="none", localize=0)
+    d_plain = without.pairs.set_index(["a", "b"])["distance"].get((0, 3))
+    assert d_plain is None or d_plain > 10 * best["distance"]
+
+
+def test_bad_inputs_are_skipped_with_reasons(tmp_path, model):
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 garbage")
+    Image.fromarray(np.zeros((8, 8), np.uint8) + 3).save(tmp_path / "tiny.png")
+    Image.fromarray(np.full((64, 64), 7, np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(scene8(1, 96)).save(tmp_path / "ok.png")
+    Image.fromarray(scene8(1, 96)).save(tmp_path / "ok.pdf", "PDF")
+    data = (tmp_path / "ok.pdf").read_bytes()
+    cut = data.rfind(b"trailer")
+    (tmp_path / "locked.pdf").write_bytes(
+        data[:cut] + b"trailer\n<< /Size 7 /Root 3 0 R /Encrypt << /Filter /Standard /V 1 /R 2 /O <"
+        + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >> /ID [<" + b"33" * 16 + b"> <" + b"33" * 16
+        + b">] >>\nstartxref\n0\n%%EOF\n")
+    res = screen([str(tmp_path), str(tmp_path / "missing.png"), np.zeros((2, 2))], model, localize=0, poses="none")
+    reasons = {os.path.basename(s): r for s, r in zip(res.skipped["source"], res.skipped["reason"])}
+    assert "could not read" in reasons["broken.tif"]
+    assert "smaller than the 16 x 16" in reasons["tiny.png"]
+    assert "blank" in reasons["blank.png"]
+    assert "encrypted" in reasons["locked.pdf"]
+    assert "no such file" in reasons["missing.png"]
+    assert "smaller" in reasons["array[2]"]
+    assert sorted(res.items["kind"]) == ["image", "pdf-image"]
+    assert len(res.pairs) == 1   # ok.png and the image inside ok.pdf
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_folder_is_skipped(tmp_path, model):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    Image.fromarray(scene8(1, 64)).save(tmp_path / "a.png")
+    Image.fromarray(scene8(2, 64)).save(tmp_path / "b.png")
+    locked.chmod(0)
+    try:
+        res = screen([str(tmp_path)], model, localize=0)
+    finally:
+        locked.chmod(0o755)
+    assert any("could not read the folder" in r for r in res.skipped["reason"])
+    assert len(res.items) == 2
+
+
+def test_pdf_embedded_image_matches_the_file_it_came_from(tmp_path, model):
+    pictures = [Image.fromarray(scene8(40 + i, 150)) for i in range(3)]
+    pictures[0].save(tmp_path / "paper.pdf", "PDF", save_all=True, append_images=pictures[1:], resolution=100)
+    Image.fromarray(scene8(41, 150)[::-1].copy()).save(tmp_path / "submitted.png")   # page 1, flipped
+    res = screen([str(tmp_path / "paper.pdf"), str(tmp_path / "submitted.png")], model, localize=1)
+    pdf_items = res.items[res.items["kind"] == "pdf-image"]
+    assert list(pdf_items["page"]) == [0, 1, 2] and list(pdf_items["object"]) == [0, 0, 0]
+    best = res.pairs.iloc[0]
+    pages = res.items.set_index("id")["page"]
+    names = {_name(res, best["a"]), _name(res, best["b"])}
+    assert names == {"paper.pdf", "submitted.png"}
+    pdf_side = best["a"] if _name(res, best["a"]) == "paper.pdf" else best["b"]
+    assert pages[int(pdf_side)] == 1
+    # PDF images are JPEG-compressed by Pillow: not exact, but far closer than anything else
+    assert best["distance"] < 0.5 * res.pairs["distance"].iloc[1]
+
+
+def test_pdf_page_without_images_is_rendered(tmp_path, model):
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument.new()
+    pdf.new_page(200, 200)      # an empty page: rendered, found blank, skipped with that reason
+    pdf.save(str(tmp_path / "empty.pdf"))
+    pdf.close()
+    res = screen([str(tmp_path / "empty.pdf"), scene8(3, 64), scene8(4, 64)], model, localize=0)
+    row = res.skipped[res.skipped["source"].str.endswith("empty.pdf")]
+    assert len(row) == 1 and "blank" in row.iloc[0]["reason"] and row.iloc[0]["page"] == 0
+
+
+def test_multipage_16bit_tiff_pages_are_items(tmp_path, model):
+    import tifffile
+
+    from .conftest import scene
+
+    stack = np.stack([scene(50, 96), scene(51, 96), np.rot90(scene(50, 96)).copy()])
+    assert stack.dtype == np.uint16
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    res = screen([str(tmp_path / "stack.tif")], model, localize=1)
+    assert list(res.items["page"]) == [0, 1, 2]
+    best = res.pairs.iloc[0]
+    assert (int(best["a"]), int(best["b"])) == (0, 2)
+    assert "rotated 90" in best["transform"]
+
+
+def _two_panel_figure(seed_left, seed_right, copy_left=False):
+    fig = np.full((180, 350), 255, np.uint8)
+    fig[10:170, 10:170] = scene8(seed_left, 160)
+    fig[10:170, 180:340] = scene8(seed_left, 160)[:, ::-1] if copy_left else scene8(seed_right, 160)
+    return fig
+
+
+def test_modes_within_and_across_documents(tmp_path, model):
+    Image.fromarray(_two_panel_figure(60, 0, copy_left=True)).save(tmp_path / "fig1.png")   # copy inside
+    Image.fromarray(_two_panel_figure(61, 62)).save(tmp_path / "fig2.png")
+    Image.fromarray(scene8(62, 160)).save(tmp_path / "fig3.png")                           # copy across
+    sources = [str(tmp_path)]
+    within = screen(sources, model, mode="within", localize=0, poses="dihedral")
+    across = screen(sources, model, mode="across", localize=0, poses="dihedral")
+    both = screen(sources, model, mode="all", localize=0, poses="dihedral")
+    assert len(within.items) == 5 and within.items["panel"].notna().sum() == 4
+    docs = within.items.set_index("id")["document"]
+    assert all(docs[a] == docs[b] for a, b in zip(within.pairs["a"], within.pairs["b"]))
+    assert all(docs[a] != docs[b] for a, b in zip(across.pairs["a"], across.pairs["b"]))
+    first = within.pairs.iloc[0]
+    assert {_name(within, first["a"]), _name(within, first["b"])} == {"fig1.png"}
+    first = across.pairs.iloc[0]
+    assert {_name(across, first["a"]), _name(across, first["b"])} == {"fig2.png", "fig3.png"}
+    top2 = {frozenset((int(a), int(b))) for a, b in both.pairs[["a", "b"]].head(2).to_numpy()}
+    assert top2 == {frozenset((int(within.pairs.iloc[0]["a"]), int(within.pairs.iloc[0]["b"]))),
+                    frozenset((int(across.pairs.iloc[0]["a"]), int(across.pairs.iloc[0]["b"])))}
+
+
+def test_threshold_and_candidates_limit_the_pairs(folder, model):
+    res_all = screen([str(folder)], model, candidates=4, localize=0, poses="none")
+    assert len(res_all.pairs) == 10          # 5 items, every pair is a candidate
+    res_k1 = screen([str(folder)], model, candidates=1, localize=0, poses="none")
+    assert len(res_k1.pairs) <= 5
+    cut = float(res_all.pairs["distance"].iloc[2])
+    res_t = screen([str(folder)], model, threshold=cut, localize=0, poses="none")
+    assert (res_t.pairs["distance"] <= cut).all() and len(res_t.pairs) == 3
+
+
+def test_store_resumes_and_screens_new_sources_against_it(folder, model, tmp_path):
+    store = tmp_path / "store"
+    first = screen([str(folder)], model, store=store, localize=0, poses="dihedral")
+    assert first.info["restored"] == 0
+    assert (store / "manifest.json").is_file() and list(store.glob("chunk-*.npy"))
+    Image.fromarray(scene8(21, 200)[::-1, ::-1].copy()).save(tmp_path / "new.png")   # copy of f1
+    second = screen([str(folder), str(tmp_path / "new.png")], model, store=store, localize=0, poses="dihedral")
+    assert second.info["restored"] == 5 and len(second.items) == 6
+    assert len(second.skipped) == 1          # broken.png's reason restored, not re-read
+    best = second.pairs.iloc[0]
+    assert {_name(second, best["a"]), _name(second, best["b"])} in ({"f0.png", "copy.png"}, {"f1.png", "new.png"})
+    names = {frozenset((_name(second, a), _name(second, b))) for a, b in second.pairs[["a", "b"]].head(2).to_numpy()}
+    assert names == {frozenset(("f0.png", "copy.png")), frozenset(("f1.png", "new.png"))}
+    # same distances for the pairs the two screens share
+    key = ["source_a", "source_b"]
+    d1 = first.pairs_with_provenance().set_index(key)["distance"]
+    d2 = second.pairs_with_provenance().set_index(key)["distance"]
+    shared = d1.index.intersection(d2.index)
+    assert len(shared) >= 5
+    np.testing.assert_allclose(d1[shared], d2[shared], rtol=1e-5)
+    with pytest.raises(ValueError, match="poses"):
+        screen([str(folder)], model, store=store, poses="dihedral+invert")
+
+
+def test_bad_arguments_raise(folder, model):
+    with pytest.raises(ValueError, match="mode"):
+        screen([str(folder)], model, mode="everything")
+    with pytest.raises(ValueError, match="poses"):
+        screen([str(folder)], model, poses="mirror")
+    with pytest.raises(ValueError, match="candidates"):
+        screen([str(folder)], model, candidates=0)
+    with pytest.raises(TypeError, match="model"):
+        screen([str(folder)], model=3)
+
+
+def test_reports_html_csv_json(folder_reports, tmp_path):
+    res = folder_reports[-1].result
+    html_path = res.to_html(tmp_path / "report.html")
+    page = html_path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "$" not in page.split("<main>")[1][:200]
+    assert page.count('<section class="pair') == len(res.pairs)
+    shown = sum(int(a) in res.thumbnails and int(b) in res.thumbnails for a, b in res.pairs[["a", "b"]].to_numpy())
+    assert shown >= 2 and page.count("data:image/png;base64,") == 2 * shown
+    assert "copy.png" in page and "broken.png" in page and res.pairs.iloc[0]["transform"] in page
+    assert "http" not in page.replace("http-equiv", "")          # self-contained
+    csv = pd.read_csv(res.to_csv(tmp_path / "pairs.csv"))
+    for col in ("a", "b", "distance", "probability", "transform", "box_a", "box_b",
+                "source_a", "page_a", "panel_a", "source_b", "page_b", "panel_b"):
+        assert col in csv.columns
+    assert len(csv) == len(res.pairs)
+    assert csv.loc[0, "box_a"].count(" ") == 3
+    doc = json.loads(res.to_json(tmp_path / "screen.json").read_text())
+    assert set(doc) == {"info", "items", "pairs", "skipped"}
+    assert len(doc["pairs"]) == len(res.pairs) and doc["pairs"][0]["box_a"] == list(res.pairs.iloc[0]["box_a"])
+
+
+def test_model_path_is_accepted(folder, model_path):
+    res = screen([str(folder)], str(model_path), localize=0, poses="dihedral")
+    best = res.pairs.iloc[0]
+    assert {_name(res, best["a"]), _name(res, best["b"])} == {"f0.png", "copy.png"}
