@@ -188,14 +188,18 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
     info = {"sources": len(arrays), "device": str(device),
             "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")}
 
-    def write_checkpoint(step: int) -> str | None:
+    def write_checkpoint(step: int, rng_state: torch.Tensor) -> str | None:
         if ckpt_path is None:
             return None
-        return str(save_checkpoint(ckpt_path, net, optimizer, g, step, config, info))
+        snapshot = torch.Generator()
+        snapshot.set_state(rng_state)
+        return str(save_checkpoint(ckpt_path, net, optimizer, snapshot, step, config, info))
 
     net.train()
     t0 = time.perf_counter()
-    step = start_step
+    completed = start_step     # last step whose optimiser update finished, and the RNG state then
+    completed_rng = g.get_state()
+    saved = start_step if ckpt else -1
     finished = False
     try:
         if start_step >= config.steps:
@@ -210,13 +214,14 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
             with autocast_ctx():
                 ea, es, ed = net(anchor), net(same), net(different)
             loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):   # before the update: the weights stay as they were
+                raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower `lr` "
+                                         f"(now {config.lr}) or use precision='fp32'")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower `lr` "
-                                         f"(now {config.lr}) or use precision='fp32'")
+            completed, completed_rng = step, g.get_state()
             dt = time.perf_counter() - ts
             acc = None
             last = step == config.steps
@@ -224,7 +229,8 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
                 acc = triplet_accuracy(net, val, autocast_ctx)
             written = None
             if ckpt_path is not None and (step % config.checkpoint_every == 0 or last):
-                written = write_checkpoint(step)
+                written = write_checkpoint(step, completed_rng)
+                saved = step
             model = None
             if last:
                 finished = True
@@ -233,8 +239,9 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
                               seconds=time.perf_counter() - t0, triplets_per_second=config.batch_size / dt,
                               checkpoint=written, done=last, model=model)
     finally:
-        if not finished and ckpt_path is not None and step > start_step:
-            write_checkpoint(step)
+        # cancelled (generator closed) or failed: keep the last completed step, unless saved already
+        if not finished and ckpt_path is not None and completed > max(saved, 0):
+            write_checkpoint(completed, completed_rng)
 
 
 def train(images, config: TrainConfig | None = None, *, init=None, resume=None,
