@@ -222,16 +222,16 @@ class TrainConfig(_JsonMixin):
             raise TypeError(f"`device` must be a string such as 'auto', 'cpu', 'cuda', 'mps', got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"`precision` must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.deform, DeformConfig):
+            raise TypeError("`deform` must be a DeformConfig")
+        if not isinstance(self.model, ModelConfig):
+            raise TypeError("`model` must be a ModelConfig")
         check_positive_int(self.patch_size, "patch_size", self.model.input_size)
         check_range(self.hard_negative_fraction, "hard_negative_fraction", 0.0, 1.0)
         check_range(self.p_deform_negative, "p_deform_negative", 0.0, 1.0)
         check_positive_int(self.validation_triplets, "validation_triplets", 0)
         check_positive_int(self.eval_every, "eval_every")
         check_positive_int(self.checkpoint_every, "checkpoint_every")
-        if not isinstance(self.deform, DeformConfig):
-            raise TypeError("`deform` must be a DeformConfig")
-        if not isinstance(self.model, ModelConfig):
-            raise TypeError("`model` must be a ModelConfig")
 
     @classmethod
     def paper(cls, **changes) -> "TrainConfig":

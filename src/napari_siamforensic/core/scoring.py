@@ -160,7 +160,7 @@ class ForensicModel:
         """Stream embeddings batch by batch (memory does not grow with the number of images).
 
         ``images`` may be any iterable of images (a generator reading files, say)."""
-        bs = check_positive_int(batch_size or self.batch_size, "batch_size")
+        bs = check_positive_int(self.batch_size if batch_size is None else batch_size, "batch_size")
         items = images if isinstance(images, list) else None
         total = len(items) if items is not None else -1
         buf: list = []
