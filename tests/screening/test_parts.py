@@ -64,7 +64,13 @@ def test_figure_panels_become_items_with_boxes():
     assert [it.ref.panel for it in items] == truth
     assert all(it.image.shape == (90, 90) for it in items)
     skipped = [e for e in events if not hasattr(e, "image")]
-    assert skipped and all("panel minimum" in s.reason for s in skipped)   # the 4 px letters
+    assert all("panel minimum" in s.reason for s in skipped)   # letters: in the gutters, or skipped
+    tiny = np.full((200, 200), 255, np.uint8)
+    tiny[10:190, 10:150] = scene8(7, 180)[:, :140]
+    tiny[90:110, 170:185] = scene8(8, 20)[:, :15]                 # a 15 px wide "panel"
+    events = list(iter_sources([tiny]))
+    assert [e.ref.panel for e in events if hasattr(e, "image")] == [(10, 10, 150, 190)]
+    assert ["panel minimum" in e.reason for e in events if not hasattr(e, "image")] == [True]
     whole = [e for e in iter_sources([fig], SourceOptions(split_panels=False))]
     assert len(whole) == 1 and whole[0].ref.panel is None
 

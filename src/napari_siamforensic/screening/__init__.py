@@ -28,7 +28,7 @@ from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
 from .index import (METRICS, MODES, EmbeddingStore, Vectors, best_poses, embed_poses, file_stamp,
                     have_faiss, iter_candidate_pairs)
-from .localize import Match, localize, pose_match
+from .localize import Localizer, Match, localize, pose_match
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import FileDone, Item, ItemRef, Skipped, SourceOptions, iter_sources, load_item_image
 
@@ -240,6 +240,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     thumbs: dict[int, tuple[np.ndarray, float]] = {}
     n_loc = min(localize, len(a))
     cache: dict[int, np.ndarray | None] = {}
+    localizer = Localizer()
 
     def image_of(i: int):
         if i not in cache:
@@ -255,7 +256,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         if img_a is None or img_b is None:
             method[r] = "unreadable"
         else:
-            m = localize_pair(img_a, img_b, int(pose[r]), bool(of_b[r]))
+            m = localizer(img_a, img_b, key_a=ia, key_b=ib, pose_hint=int(pose[r]), pose_of_b=bool(of_b[r]))
             box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
             inliers[r], method[r] = m.inliers, m.method
             for i, img in ((ia, img_a), (ib, img_b)):
@@ -282,11 +283,6 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_records + new_skipped), info, thumbs)
     yield ScreenProgress("done", len(refs), len(refs), time.perf_counter() - t0,
                          f"{len(refs)} items, {len(pairs)} candidate pairs", result)
-
-
-def localize_pair(image_a, image_b, pose: int, pose_of_b: bool) -> Match:
-    """Keypoint localisation with the embedding's pose as the hint (and fallback)."""
-    return localize(image_a, image_b, pose_hint=pose, pose_of_b=pose_of_b)
 
 
 def screen(sources, model=None, *, progress: Callable[[ScreenProgress], object] | None = None,

@@ -129,6 +129,102 @@ def _orb(img: np.ndarray, n_keypoints: int):
     return orb.keypoints[:, ::-1].astype(float), orb.descriptors   # (x, y)
 
 
+class Localizer:
+    """Keypoint localisation with a per-item feature cache (an item appears in many pairs).
+
+    ``key``s name images (item ids in a screen); ``None`` keys are not cached.
+    """
+
+    VARIANTS = ((False, False), (True, False), (False, True), (True, True))   # (mirrored, inverted)
+
+    def __init__(self, *, n_keypoints: int = 400, min_inliers: int = 8, max_side: int = 512,
+                 seed: int = 0, cache_size: int = 512):
+        self.n_keypoints, self.min_inliers, self.max_side = n_keypoints, min_inliers, max_side
+        self.seed, self.cache_size = seed, cache_size
+        self._prepared: dict = {}
+        self._features: dict = {}
+
+    def _prep(self, key, image):
+        if key is not None and key in self._prepared:
+            return self._prepared[key]
+        out = _prepare(np.asarray(image, np.float32), self.max_side, 128)
+        if key is not None:
+            if len(self._prepared) >= self.cache_size:
+                self._prepared.clear()
+                self._features.clear()
+            self._prepared[key] = out
+        return out
+
+    def _feat(self, key, gray, variant):
+        ck = (key, variant)
+        if key is not None and ck in self._features:
+            return self._features[ck]
+        mirrored, inverted = variant
+        v = gray[:, ::-1] if mirrored else gray
+        v = 1.0 - v if inverted else v
+        f = _orb(np.ascontiguousarray(v), self.n_keypoints)
+        if key is not None:
+            self._features[ck] = f
+        return f
+
+    def __call__(self, image_a, image_b, *, key_a=None, key_b=None, pose_hint: int | None = None,
+                 pose_of_b: bool = True) -> Match:
+        from skimage.feature import match_descriptors
+        from skimage.measure import ransac
+        from skimage.transform import SimilarityTransform
+
+        shape_a, shape_b = np.shape(image_a)[:2], np.shape(image_b)[:2]
+        ga, sa = self._prep(key_a, image_a)
+        gb, sb = self._prep(key_b, image_b)
+        fa = self._feat(key_a, ga, (False, False))
+        variants = list(self.VARIANTS)
+        if pose_hint is not None:
+            hint = (bool((pose_hint % 8) >= 4), bool(pose_hint >= 8))
+            variants.remove(hint)
+            variants.insert(0, hint)
+        best = None
+        rng = np.random.default_rng(self.seed)
+        if fa is not None:
+            for variant in variants:
+                fb = self._feat(key_b, gb, variant)
+                if fb is None:
+                    continue
+                m = match_descriptors(fa[1], fb[1], cross_check=True, max_ratio=0.85)
+                if len(m) < self.min_inliers:
+                    continue
+                src, dst = fa[0][m[:, 0]], fb[0][m[:, 1]]
+                try:
+                    model, inl = ransac((src, dst), SimilarityTransform, min_samples=2,
+                                        residual_threshold=3.0, max_trials=200, rng=rng)
+                except Exception:
+                    continue
+                if model is None or inl is None:
+                    continue
+                count = int(inl.sum())
+                if best is None or count > best[0]:
+                    best = (count, variant[0], variant[1], np.asarray(model.params))
+                if count >= 4 * self.min_inliers:
+                    break
+        if best is None or best[0] < self.min_inliers:
+            return pose_match(shape_a, shape_b, pose_hint or 0, pose_of_b)
+        count, mirrored, inverted, t = best
+        # full-resolution map a -> b: undo a's scaling, t (a -> variant of b), un-mirror, undo b's scaling
+        to_a = np.diag([sa, sa, 1.0])
+        unmirror = np.array([[-1.0, 0.0, gb.shape[1]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) if mirrored else np.eye(3)
+        from_b = np.diag([1.0 / sb, 1.0 / sb, 1.0])
+        full = from_b @ unmirror @ t @ to_a
+        box_b = _project_box(full, shape_a, shape_b)
+        try:
+            box_a = _project_box(np.linalg.inv(full), shape_b, shape_a)
+        except np.linalg.LinAlgError:
+            box_a = None
+        if box_a is None or box_b is None:
+            return pose_match(shape_a, shape_b, pose_hint or 0, pose_of_b)
+        mir, rot, scale = decompose(full[:2, :2])
+        return Match(box_a, box_b, describe(mir, rot, scale, inverted), tuple(map(tuple, full.tolist())),
+                     mirrored=mir, rotation_deg=rot, scale=scale, inverted=inverted, inliers=count)
+
+
 def localize(image_a: np.ndarray, image_b: np.ndarray, *, pose_hint: int | None = None,
              pose_of_b: bool = True, n_keypoints: int = 400, min_inliers: int = 8,
              max_side: int = 512, seed: int = 0) -> Match:
@@ -140,6 +236,8 @@ def localize(image_a: np.ndarray, image_b: np.ndarray, *, pose_hint: int | None 
     pose_hint : int, optional
         Pose index (0-15) that the embeddings found best; tried first, and used when
         keypoints fail.
+    pose_of_b : bool
+        Whether ``pose_hint`` is a pose of b (turning b into a) or of a.
     n_keypoints, min_inliers : ORB keypoints per image; fewest RANSAC inliers to trust.
     max_side : images are scaled down to at most this side for keypoints (boxes are returned
         in the original pixels).
@@ -149,64 +247,8 @@ def localize(image_a: np.ndarray, image_b: np.ndarray, *, pose_hint: int | None 
     -------
     Match
     """
-    from skimage.feature import match_descriptors
-    from skimage.measure import ransac
-    from skimage.transform import SimilarityTransform
-
-    a = np.asarray(image_a, np.float32)
-    b = np.asarray(image_b, np.float32)
-    ga, sa = _prepare(a, max_side, 128)
-    gb, sb = _prepare(b, max_side, 128)
-    fa = _orb(ga, n_keypoints)
-    variants = [(False, False), (True, False), (False, True), (True, True)]
-    if pose_hint is not None:
-        hint = (bool((pose_hint % 8) >= 4), bool(pose_hint >= 8))
-        variants.remove(hint)
-        variants.insert(0, hint)
-    best = None
-    rng = np.random.default_rng(seed)
-    if fa is not None:
-        for mirrored, inverted in variants:
-            v = gb[:, ::-1] if mirrored else gb
-            v = 1.0 - v if inverted else v
-            fb = _orb(np.ascontiguousarray(v), n_keypoints)
-            if fb is None:
-                continue
-            m = match_descriptors(fa[1], fb[1], cross_check=True, max_ratio=0.85)
-            if len(m) < min_inliers:
-                continue
-            src, dst = fa[0][m[:, 0]], fb[0][m[:, 1]]
-            try:
-                model, inl = ransac((src, dst), SimilarityTransform, min_samples=3,
-                                    residual_threshold=3.0, max_trials=500, rng=rng)
-            except Exception:
-                continue
-            if model is None or inl is None:
-                continue
-            count = int(inl.sum())
-            if best is None or count > best[0]:
-                best = (count, mirrored, inverted, np.asarray(model.params))
-            if count >= 4 * min_inliers:
-                break
-    if best is None or best[0] < min_inliers:
-        m = pose_match(a.shape, b.shape, pose_hint or 0, pose_of_b)
-        return m
-    count, mirrored, inverted, t = best
-    # full-resolution map a -> b: undo a's scaling, apply t (a -> variant of b), un-mirror, undo b's scaling
-    to_a = np.diag([sa, sa, 1.0])
-    unmirror = np.array([[-1.0, 0.0, gb.shape[1]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) if mirrored else np.eye(3)
-    from_b = np.diag([1.0 / sb, 1.0 / sb, 1.0])
-    full = from_b @ unmirror @ t @ to_a
-    box_b = _project_box(full, a.shape, b.shape)
-    try:
-        box_a = _project_box(np.linalg.inv(full), b.shape, a.shape)
-    except np.linalg.LinAlgError:
-        box_a = None
-    if box_a is None or box_b is None:
-        return pose_match(a.shape, b.shape, pose_hint or 0, pose_of_b)
-    mir, rot, scale = decompose(full[:2, :2])
-    return Match(box_a, box_b, describe(mir, rot, scale, inverted), tuple(map(tuple, full.tolist())),
-                 mirrored=mir, rotation_deg=rot, scale=scale, inverted=inverted, inliers=count)
+    return Localizer(n_keypoints=n_keypoints, min_inliers=min_inliers, max_side=max_side, seed=seed)(
+        image_a, image_b, pose_hint=pose_hint, pose_of_b=pose_of_b)
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -218,4 +260,4 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-__all__ = ["Match", "localize", "pose_match", "describe", "decompose", "box_iou"]
+__all__ = ["Match", "Localizer", "localize", "pose_match", "describe", "decompose", "box_iou"]

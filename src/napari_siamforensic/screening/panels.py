@@ -31,6 +31,12 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
+def _lead(flags: np.ndarray, limit: int) -> int:
+    """How many leading entries of ``flags`` are True, at most ``limit``."""
+    head = flags[:limit]
+    return int(head.size if head.all() else np.argmin(head))
+
+
 def background_value(gray: np.ndarray, tolerance: float) -> float | None:
     """The figure's gutter colour: the most common value of its flat rows/columns, or None."""
     rows = gray.max(1) - gray.min(1) <= tolerance
@@ -45,7 +51,9 @@ def background_value(gray: np.ndarray, tolerance: float) -> float | None:
 
 
 def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int = 2,
-                 max_panels: int = 256, min_edge_content: float = 0.6) -> list[Box]:
+                 max_panels: int = 256, min_edge_content: float = 0.6,
+                 gutter_fill: float = 0.98, trim_fill: float = 0.8,
+                 halo: int = 8) -> list[Box]:
     """Boxes of the panels of a figure, in reading order; ``[]`` when it has no gutters.
 
     Parameters
@@ -58,6 +66,11 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         Thinnest gutter (px) that separates panels.
     max_panels : int
         Stop cutting beyond this many pieces (text-heavy pages).
+    gutter_fill : float
+        Share of a row/column's pixels that must be background for it to be a gutter.
+    trim_fill, halo : float, int
+        Up to ``halo`` edge rows/columns of a panel with at least ``trim_fill`` background
+        are trimmed off (JPEG rings around panel edges).
     min_edge_content : float
         Panels are rectangles of content: when, weighted by area, less than this share of the
         pieces' box edges is content, the image is one picture on a flat background (sparse
@@ -90,18 +103,25 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
 
     def cut(x0: int, y0: int, x1: int, y1: int, axis_first: int) -> None:
         sub = is_bg[y0:y1, x0:x1]
-        full_rows = sub.all(1)
-        full_cols = sub.all(0)
-        content_r = np.flatnonzero(~full_rows)
-        content_c = np.flatnonzero(~full_cols)
+        content_r = np.flatnonzero(sub.mean(1) < gutter_fill)
+        content_c = np.flatnonzero(sub.mean(0) < gutter_fill)
         if content_r.size == 0 or content_c.size == 0:
             return
-        # trim to content
         y0, y1 = y0 + int(content_r[0]), y0 + int(content_r[-1]) + 1
         x0, x1 = x0 + int(content_c[0]), x0 + int(content_c[-1]) + 1
+        # then shave a JPEG halo: up to `halo` edge rows/columns that are mostly background
+        sub = is_bg[y0:y1, x0:x1]
+        rows, cols = sub.mean(1) >= trim_fill, sub.mean(0) >= trim_fill
+        top = _lead(rows, halo)
+        bottom = _lead(rows[::-1], halo)
+        left = _lead(cols, halo)
+        right = _lead(cols[::-1], halo)
+        if y1 - y0 - top - bottom < 1 or x1 - x0 - left - right < 1:
+            return
+        y0, y1, x0, x1 = y0 + top, y1 - bottom, x0 + left, x1 - right
         sub = is_bg[y0:y1, x0:x1]
         for axis in (axis_first, 1 - axis_first):
-            flags = sub.all(1) if axis == 0 else sub.all(0)
+            flags = (sub.mean(1) if axis == 0 else sub.mean(0)) >= gutter_fill
             gutters = [(a, b) for a, b in _runs(flags) if b - a >= min_gutter]
             if not gutters or len(out) >= max_panels:
                 continue
@@ -122,7 +142,7 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         out.append((x0, y0, x1, y1))
 
     cut(0, 0, gray.shape[1], gray.shape[0], 0)
-    if len(out) > 1:
+    if out:
         # An image with a flat background (sparse fluorescence, say) also has flat rows, and
         # its "panels" are blobs whose box edges are mostly background. A panel is a
         # rectangle of content: most of its box's edge pixels are not background.

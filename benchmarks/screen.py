@@ -1,0 +1,369 @@
+"""Screening benchmark: generated figure panels with planted duplicates.
+
+Prints (markdown) for each corpus size N:
+
+* wall time and peak memory (RSS above the start) of ``screen`` (files on disk -> store ->
+  candidates -> re-scored pairs; localisation of the best pairs excluded, timed separately);
+* recall of the planted pairs among the candidates at 1 and 10 candidates per item, against
+  an exhaustive all-pairs comparison (exact symmetric pose-minimum distance between every two
+  items, in blocks: no N x N matrix either) on the same embeddings in the same run;
+* R-precision: the share of planted pairs among the best (number of planted pairs) pairs;
+* localisation: IoU of the region reported in the original against the planted crop, for
+  keypoints (ORB + RANSAC) and for the pose-only fallback (whole frame);
+* panel splitting: precision and recall of panel boxes (IoU >= 0.9) on generated figures,
+  and how many single images were wrongly split.
+
+Usage::
+
+    python benchmarks/screen.py --model runs/default/checkpoint.safetensors --n 1000 10000
+    python benchmarks/screen.py --n 1000 --poses dihedral+invert --threads 2
+
+Everything is generated from fixed seeds (no downloads, nothing from reserved data sets).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _power_noise(rng, shape, beta):
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    spec = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f ** (beta / 2)
+    out = np.fft.irfft2(spec, s=shape)
+    return (out - out.mean()) / (out.std() + 1e-9)
+
+
+def make_panel(seed: int, shape) -> np.ndarray:
+    """A microscopy-like gray panel in [0, 1] (blobs, cells, fibres or textures)."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(4)
+    h, w = shape
+    if kind == 0:      # fluorescent blobs
+        pts = np.zeros(shape)
+        n = rng.integers(20, 120)
+        pts[rng.integers(0, h, n), rng.integers(0, w, n)] = rng.uniform(0.5, 1, n)
+        img = ndi.gaussian_filter(pts, rng.uniform(2, 6)) + 0.02 * _power_noise(rng, shape, 2.5)
+    elif kind == 1:    # cells: thresholded smooth noise with edges
+        s = _power_noise(rng, shape, rng.uniform(3, 4))
+        cells = (s > rng.uniform(-0.3, 0.5)).astype(float)
+        img = ndi.gaussian_filter(cells, 1.0) + 0.4 * ndi.gaussian_laplace(cells, 1.5) + 0.1 * _power_noise(rng, shape, 1)
+    elif kind == 2:    # fibres: oriented noise
+        white = rng.standard_normal(shape)
+        img = ndi.gaussian_filter(white, (rng.uniform(0.8, 2), rng.uniform(6, 14)))
+        img = ndi.rotate(img, rng.uniform(0, 180), reshape=False, mode="reflect")
+    else:              # tissue-like texture
+        img = _power_noise(rng, shape, rng.uniform(1.5, 3.5))
+    img = img + 0.03 * rng.standard_normal(shape)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    img = np.clip((img - lo) / (hi - lo + 1e-9), 0, 1)
+    if rng.random() < 0.5:
+        img = 1 - img
+    return img ** rng.uniform(0.7, 1.4)
+
+
+def plant_copy(img: np.ndarray, rng):
+    """A manipulated copy: crop (60-100 % per side), dihedral pose, rescale, gamma.
+
+    Returns the copy, the crop box in the original (x0, y0, x1, y1) and the pose."""
+    h, w = img.shape
+    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    out = img[y0:y0 + ch, x0:x0 + cw]
+    mirror, turns = bool(rng.random() < 0.5), int(rng.integers(4))
+    if mirror:
+        out = out[:, ::-1]
+    out = np.rot90(out, turns)
+    s = rng.uniform(0.7, 1.4)
+    im = Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8))
+    im = im.resize((max(16, round(im.width * s)), max(16, round(im.height * s))), Image.Resampling.BILINEAR)
+    out = (np.asarray(im) / 255.0) ** rng.uniform(0.7, 1.4)
+    return out, (int(x0), int(y0), int(x0 + cw), int(y0 + ch)), (mirror, turns)
+
+
+def write_corpus(folder: Path, n: int, dup_fraction: float, seed: int):
+    """N panel files; ``dup_fraction * N`` of them are planted copies (JPEG) of others (PNG).
+
+    Returns ``(file names, planted: list of (original name, copy name, box in original))``."""
+    rng = np.random.default_rng(seed)
+    n_dup = int(round(n * dup_fraction))
+    n_orig = n - n_dup
+    names, planted = [], []
+    originals = rng.choice(n_orig, n_dup, replace=False)
+    dup_of = {int(o): k for k, o in enumerate(originals)}
+    for i in range(n_orig):
+        shape = (int(rng.integers(128, 257)), int(rng.integers(128, 257)))
+        img = make_panel(seed * 1_000_003 + i, shape)
+        name = f"p{i:06d}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / name)
+        names.append(name)
+        if i in dup_of:
+            copy, box, pose = plant_copy(img, np.random.default_rng([seed, i]))
+            cname = f"c{i:06d}.jpg"
+            Image.fromarray((np.clip(copy, 0, 1) * 255).astype(np.uint8)).save(
+                folder / cname, quality=int(rng.integers(50, 95)))
+            names.append(cname)
+            planted.append((name, cname, box, pose))
+    return names, planted
+
+
+def make_figure(rng):
+    """A figure of rows x cols panels with uneven sizes, gutters, background, labels, JPEG."""
+    rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    gut, margin = int(rng.integers(3, 16)), int(rng.integers(0, 20))
+    bg = 255 if rng.random() < 0.7 else 0
+    heights = rng.integers(64, 200, rows)
+    widths = rng.integers(64, 200, cols)
+    H = 2 * margin + heights.sum() + gut * (rows - 1)
+    W = 2 * margin + widths.sum() + gut * (cols - 1)
+    fig = np.full((H, W), bg, np.uint8)
+    boxes = []
+    y = margin
+    for r in range(rows):
+        x = margin
+        for c in range(cols):
+            ph, pw = int(heights[r]), int(widths[c])
+            if rng.random() < 0.15:         # a narrower panel within its cell
+                pw = max(48, pw - int(rng.integers(0, pw // 2)))
+            panel = (make_panel(int(rng.integers(1 << 30)), (ph, pw)) * 255).astype(np.uint8)
+            fig[y:y + ph, x:x + pw] = panel
+            boxes.append((x, y, x + pw, y + ph))
+            if rng.random() < 0.5 and gut >= 8 and y >= 8:     # a letter above the corner
+                fig[y - 7:y - 3, x:x + 4] = 255 - bg
+            x += int(widths[c]) + gut
+        y += int(heights[r]) + gut
+    if rng.random() < 0.5:     # JPEG round trip (figures are often JPEG)
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(fig).save(buf, "JPEG", quality=int(rng.integers(75, 96)))
+        fig = np.asarray(Image.open(buf))
+    return fig, boxes
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval=0.05):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.start = self.proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def exhaustive_topk(vectors, k_values, block=256):
+    """Exact symmetric pose-min distance of every item to every other, in blocks of rows:
+    ``{k: set of (a, b) pairs, a < b}`` of every item's k nearest, and the seconds taken."""
+    import torch
+
+    t0 = time.perf_counter()
+    base0 = torch.from_numpy(vectors.pose0())                       # (N, D)
+    n = len(vectors)
+    kmax = max(k_values)
+    found = {k: set() for k in k_values}
+    allv = None
+    for start, blk in vectors.blocks(block):
+        b = torch.from_numpy(np.ascontiguousarray(blk))             # (B, P, D)
+        bn, p, d = b.shape
+        d1 = torch.cdist(b.reshape(bn * p, d), base0, p=1).reshape(bn, p, n).amin(1)   # poses of i vs j
+        if allv is None:
+            allv = [torch.from_numpy(np.ascontiguousarray(vectors.rows(np.arange(s, min(n, s + 2048)))))
+                    for s in range(0, n, 2048)]
+        d2 = torch.cat([torch.cdist(b[:, 0], c.reshape(-1, d), p=1).reshape(bn, len(c), p).amin(2)
+                        for c in allv], 1)                                              # i vs poses of j
+        dist = torch.minimum(d1, d2)
+        dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
+        nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
+        for r in range(bn):
+            i = start + r
+            for k in k_values:
+                for j in nn[r, :k].tolist():
+                    found[k].add((min(i, j), max(i, j)))
+    return found, time.perf_counter() - t0
+
+
+def panel_benchmark(n_figures=200, n_singles=300, seed=7):
+    from napari_siamforensic.screening.localize import box_iou
+    from napari_siamforensic.screening.panels import split_panels
+
+    rng = np.random.default_rng(seed)
+    tp = fp = fn = 0
+    t0 = time.perf_counter()
+    for _ in range(n_figures):
+        fig, truth = make_figure(rng)
+        got = [b for b in split_panels(fig) if min(b[2] - b[0], b[3] - b[1]) >= 32]
+        if len(truth) == 1 and not got:
+            got = [(0, 0, fig.shape[1], fig.shape[0])]   # "not split" = the whole figure is the panel
+        matched = set()
+        for g in got:
+            best = max(range(len(truth)), key=lambda j: box_iou(g, truth[j]))
+            if box_iou(g, truth[best]) >= 0.9 and best not in matched:
+                matched.add(best)
+                tp += 1
+            else:
+                fp += 1
+        fn += len(truth) - len(matched)
+    t_fig = time.perf_counter() - t0
+    wrong = 0
+    for i in range(n_singles):
+        shape = (int(rng.integers(128, 400)), int(rng.integers(128, 400)))
+        img = (make_panel(90_000_000 + i, shape) * 255).astype(np.uint8)
+        if len(split_panels(img)) > 1:
+            wrong += 1
+    return {"figures": n_figures, "true panels": tp + fn, "precision": tp / max(1, tp + fp),
+            "recall": tp / max(1, tp + fn), "single images split": f"{wrong} / {n_singles}",
+            "ms per figure": 1000 * t_fig / n_figures}
+
+
+def run_corpus(n, args, model):
+    from napari_siamforensic.screening import screen
+    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs
+    from napari_siamforensic.screening.localize import Localizer, box_iou
+    from napari_siamforensic.screening.sources import load_item_image
+
+    rows = {}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        folder = Path(tmp) / "corpus"
+        folder.mkdir()
+        t = time.perf_counter()
+        names, planted = write_corpus(folder, n, args.dup_fraction, seed=n)
+        rows["generate s"] = time.perf_counter() - t
+        store = Path(tmp) / "store"
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
+                         store=store, batch_size=args.batch_size, threads=args.threads)
+            wall = time.perf_counter() - t
+        rows["items"] = len(res.items)
+        rows["screen wall s"] = wall
+        rows["embed s"] = res.info["seconds_embed"]
+        rows["search s"] = res.info["seconds_search"]
+        rows["items/s"] = len(res.items) / wall
+        rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
+        src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
+        truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
+        # the same store, searched again at each k, and exhaustively
+        st = EmbeddingStore(store, model_id=model.identity(), poses=args.poses, dim=model.config.embedding_dim)
+        refs, chunks, _ = st.restore()
+        vectors = Vectors(chunks)
+        assert len(vectors) == len(res.items)
+        groups = np.arange(len(vectors))
+        for k in args.k:
+            t = time.perf_counter()
+            a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads)
+            dt = time.perf_counter() - t
+            got = set(zip(a.tolist(), b.tolist()))
+            rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
+            rows[f"search s @{k}"] = dt
+            if k == max(args.k):
+                top = set(zip(a[:len(truth)].tolist(), b[:len(truth)].tolist()))
+                rows["R-precision"] = len(truth & top) / len(truth)
+                rows["planted with f <= 1"] = float(np.mean([dd <= 1.0 for aa, bb, dd in zip(a, b, d) if (aa, bb) in truth]))
+        if args.exhaustive:
+            found, dt = exhaustive_topk(vectors, args.k)
+            for k in args.k:
+                rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
+            rows["exhaustive s"] = dt
+        # localisation of planted pairs
+        loc = Localizer()
+        ious, ious_pose, pose_ok = [], [], []
+        t = time.perf_counter()
+        by_name = {os.path.basename(r.source): r for r in refs}
+        for o, c, box, (mirror, turns) in planted[:args.localize]:
+            ia = load_item_image(by_name[o])
+            ib = load_item_image(by_name[c])
+            m = loc(ia, ib)
+            ious.append(box_iou(m.box_a, box))
+            ious_pose.append(box_iou((0, 0, ia.shape[1], ia.shape[0]), box))
+            pose_ok.append(m.method != "pose" and m.mirrored == mirror)
+        if ious:
+            rows["localised pairs"] = len(ious)
+            rows["IoU mean (ORB+RANSAC)"] = float(np.mean(ious))
+            rows["IoU median (ORB+RANSAC)"] = float(np.median(ious))
+            rows["IoU mean (whole frame)"] = float(np.mean(ious_pose))
+            rows["mirror found"] = float(np.mean(pose_ok))
+            rows["s per pair localised"] = (time.perf_counter() - t) / len(ious)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    p.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--k", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--poses", default="dihedral+invert")
+    p.add_argument("--dup-fraction", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--localize", type=int, default=100, help="planted pairs to localise per corpus")
+    p.add_argument("--no-exhaustive", dest="exhaustive", action="store_false")
+    p.add_argument("--no-panels", dest="panels", action="store_false")
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from napari_siamforensic.screening import resolve_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads "
+          f"{torch.get_num_threads()}, load average at start {os.getloadavg()}")
+    print(f"model: {args.model or 'bundled default'} ({model.identity()}), precision {model.precision}, "
+          f"poses {args.poses}\n")
+    if args.panels:
+        r = panel_benchmark()
+        print("| panel splitting | " + " | ".join(r) + " |")
+        print("|---" * (len(r) + 1) + "|")
+        print("| generated figures | " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()) + " |\n")
+    results = {}
+    for n in args.n:
+        results[n] = run_corpus(n, args, model)
+        print(f"N={n} done, load average {os.getloadavg()}", flush=True)
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
+    print("\n| metric | " + " | ".join(f"N = {n:,}" for n in results) + " |")
+    print("|---" * (len(results) + 1) + "|")
+    for key in keys:
+        vals = [results[n].get(key) for n in results]
+        print(f"| {key} | " + " | ".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                                         for v in vals) + " |")
+    print(f"\nload average at end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
