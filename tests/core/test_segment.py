@@ -219,7 +219,7 @@ def test_foreign_zips_are_refused(tmp_path, model):
     with zipfile.ZipFile(bad, "w") as z:
         z.writestr("segmenter.json", meta)
         z.writestr("forest.skops", sio.dumps(FunctionTransformer(func=np.exp)))
-    with pytest.raises(ValueError, match="unexpected types|not a random forest"):
+    with pytest.raises(ValueError, match="unexpected types|not a forest of ours"):
         Segmenter.load(bad, model=model)
 
 
@@ -264,6 +264,17 @@ def test_sklearn_estimator_contract(model):
     assert seg.set_params(n_estimators=9) is seg and seg.n_estimators == 9
     with pytest.raises(ValueError):
         seg.set_params(n_trees=3)
+
+
+def test_extra_trees_option(model, tmp_path):
+    img, truth = blob_scene(11)
+    seg = Segmenter(model, forest="extra", **FAST).fit(img, scribbles(truth))
+    assert type(seg.forest_).__name__ == "ExtraTreesClassifier"
+    assert iou(seg.predict(img) == 2, truth) > 0.7
+    again = Segmenter.load(seg.save(tmp_path / "et.zip"), model=model)
+    np.testing.assert_array_equal(again.predict(img), seg.predict(img))
+    with pytest.raises(ValueError, match="forest"):
+        Segmenter(model, forest="boosted").fit(img, scribbles(truth))
 
 
 def test_torch_forest_equals_sklearn():
