@@ -1,10 +1,12 @@
 """Fixtures for the widget tests: a real napari viewer (pytest-xvfb gives the X server)."""
+import importlib.util
 import time
 
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
+# Without napari (or pytest-qt) the core suite still runs: these tests are simply not collected.
+if importlib.util.find_spec("napari") is None or importlib.util.find_spec("pytestqt") is None:
+    collect_ignore_glob = ["test_*.py"]
 
 from napari_siamforensic.core.synthetic import generate_scene  # noqa: E402
 

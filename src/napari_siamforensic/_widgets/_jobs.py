@@ -2,10 +2,12 @@
 
 A widget owns one :class:`JobRunner`. ``runner.start(factory, ...)`` calls ``factory()`` in a
 napari thread worker (``napari.qt.threading.create_worker``); the iterator it returns is
-drained there and every item is handed to ``on_yield`` on the Qt thread. Cancelling sets a
-flag the worker checks after each item; the worker then *closes* the core generator in the
-worker thread (so, for example, ``iter_train`` writes its final checkpoint) and the job ends
-with ``on_cancelled``. An exception in the job becomes a napari error notification (and
+drained there and every item is handed to ``on_yield`` on the Qt thread (through a queued Qt
+signal). Cancelling sets a flag the worker checks after each item; the worker then *closes*
+the core generator in the worker thread (so, for example, ``iter_train`` writes its final
+checkpoint) and the job ends with ``on_cancelled``. The draining loop is our own function
+rather than napari's generator worker, whose loop stops without closing the generator when
+its signals are gone (the viewer closed mid-job): then no checkpoint would be written. An exception in the job becomes a napari error notification (and
 ``on_error``); nothing else is touched, so the layers stay as they were.
 
 Synchronous mode (``JobRunner(synchronous=True)``, or the environment variable
@@ -24,11 +26,19 @@ from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
+from qtpy.QtCore import QObject
+from qtpy.QtCore import Signal as QtSignal
 
 SYNC_ENV = "SIAMFORENSIC_SYNC_JOBS"
 
 _FINISHED = "finished"
 _CANCELLED = "cancelled"
+
+
+class _Emitter(QObject):
+    """Carries job items from the worker thread to the Qt thread (a queued connection)."""
+
+    item = QtSignal(object)
 
 
 def _sync_default() -> bool:
@@ -57,6 +67,7 @@ class JobRunner:
         self.name = name
         self.synchronous = _sync_default() if synchronous is None else bool(synchronous)
         self._worker = None
+        self._emitter = None
         self._cancel = threading.Event()
         self._progress = None
         self._busy = False
@@ -99,12 +110,21 @@ class JobRunner:
         self._progress = napari_progress(total=total, desc=desc or self.name)
         self._set_busy(True)
         cancel = self._cancel
+        emitter = _Emitter()
+        emitter.item.connect(self._on_yielded)
+        self._emitter = emitter      # PyQt's bound signal does not keep its QObject alive
 
-        def run():
+        def run(emit, _keep=emitter):      # _keep: the emitter lives as long as the job
+            # Drain the core iterator here (a plain function worker, not napari's generator
+            # worker) so that closing it - and a training run's last checkpoint - happens in
+            # this thread whatever becomes of the widgets and the worker's Qt signals.
             iterator = factory()
             try:
                 for item in iterator:
-                    yield item
+                    try:
+                        emit(item)
+                    except RuntimeError:      # the receiving widgets are gone
+                        cancel.set()
                     if cancel.is_set():
                         return _CANCELLED
             finally:
@@ -114,10 +134,9 @@ class JobRunner:
             return _CANCELLED if cancel.is_set() else _FINISHED
 
         if self.synchronous:
-            self._run_sync(run())
+            self._run_sync(lambda: run(self._on_yielded))
             return True
-        worker = create_worker(run, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_yielded)
+        worker = create_worker(run, emitter.item.emit, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
@@ -125,15 +144,9 @@ class JobRunner:
         worker.start()
         return True
 
-    def _run_sync(self, gen) -> None:
+    def _run_sync(self, job) -> None:
         try:
-            while True:
-                try:
-                    item = next(gen)
-                except StopIteration as stop:
-                    self._on_returned(stop.value)
-                    break
-                self._on_yielded(item)
+            self._on_returned(job())
         except Exception as exc:     # noqa: BLE001 - every job error becomes a notification
             self._on_errored(exc)
         finally:
@@ -155,8 +168,13 @@ class JobRunner:
         self._cancel.set()
         self.busy_changed.disconnect()
         worker = self._worker
+        if self._emitter is not None:
+            try:
+                self._emitter.item.disconnect()
+            except (TypeError, RuntimeError):
+                pass
         if worker is not None:
-            for sig in (worker.yielded, worker.returned, worker.errored):
+            for sig in (worker.returned, worker.errored):
                 try:
                     sig.disconnect()
                 except (TypeError, RuntimeError):
@@ -222,6 +240,7 @@ class JobRunner:
     def _on_finished(self) -> None:
         self._close_progress()
         self._worker = None
+        self._emitter = None
         self._set_busy(False)
 
     def _close_progress(self) -> None:

@@ -94,7 +94,7 @@ class DuplicatesWidget(QWidget):
         self.matrix: np.ndarray | None = None   # (N, N) f between items (NaN where unknown)
         self.names: list[str] = []         # item names, in item-id order
         self._arrays: dict[str, np.ndarray] = {}   # "array[i]" -> the plane given to the screen
-        self._hidden: list = []            # layers this widget hid to show a pair
+        self._hidden: list[str] = []       # names of the layers this widget hid to show a pair
 
         layout = QVBoxLayout(self)
         layout.addWidget(ModelBox())
@@ -334,7 +334,7 @@ class DuplicatesWidget(QWidget):
         for layer in self.viewer.layers:
             if layer.visible:
                 layer.visible = False
-                self._hidden.append(layer)
+                self._hidden.append(layer.name)
         offset = img_a.shape[1] + GAP_PX
         for tag, img, shift, name in (("A", img_a, 0, self.names[a]), ("B", img_b, offset, self.names[b])):
             self.viewer.add_image(img, name=f"{PAIR_PREFIX}{tag}: {name}", colormap="gray",
@@ -364,9 +364,9 @@ class DuplicatesWidget(QWidget):
     def restore_layers(self) -> None:
         """Remove the pair view and make the hidden layers visible again."""
         self._remove_pair_layers()
-        for layer in self._hidden:
-            if layer in self.viewer.layers:
-                layer.visible = True
+        for name in self._hidden:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = True
         self._hidden = []
 
     # ------------------------------------------------------------------ export

@@ -54,6 +54,7 @@ class SegmentWidget(QWidget):
         self._segmenter_key = None        # (image layer id, model) the segmenter's cache is for
         self._pending = False             # a stroke finished while a refit was running
         self._watched: Labels | None = None
+        self._watched_key = None
 
         layout = QVBoxLayout(self)
         layout.addWidget(ModelBox())
@@ -144,9 +145,11 @@ class SegmentWidget(QWidget):
 
     def _watch_scribbles(self, *_):
         layer = self.scribbles.layer()
-        if layer is self._watched:
+        key = None if layer is None else (layer.name, id(layer.data))
+        if key == self._watched_key:
             return
         self._unwatch()
+        self._watched_key = key
         if layer is not None:
             layer.events.paint.connect(self._stroke_finished)
             self._watched = layer
@@ -216,7 +219,9 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ jobs
     def _segmenter_for(self, image: Image) -> Segmenter:
-        key = (id(image), id(registry.model))
+        # napari may hand plugins proxies of its layers (a new object per access): key by name and
+        # the data array itself, so the segmenter (and its feature cache) survives refits
+        key = (image.name, id(layer_array(image)), id(registry.model))
         if self.segmenter is None or self._segmenter_key != key:
             self.segmenter = Segmenter(model=registry.model, n_estimators=self.trees.value(),
                                        filters=self.filters.isChecked(), n_jobs=_n_jobs())
