@@ -52,9 +52,13 @@ def check_image(image, name: str = "image") -> np.ndarray:
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
         raise ValueError(f"`{name}` is {arr.shape[0]} x {arr.shape[1]} px, smaller than the minimum "
                          f"{MIN_SIDE} x {MIN_SIDE}; expected {ACCEPTED_IMAGES}")
-    arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"`{name}` contains NaN or infinite values; expected {ACCEPTED_IMAGES}")
+    if arr.dtype.itemsize > 4 and np.issubdtype(arr.dtype, np.floating):
+        peak = float(np.abs(arr).max()) if arr.size else 0.0
+        if peak > 1e30:   # rescale before the float32 cast rather than overflow to inf
+            arr = arr / peak
+    arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 3:
         if arr.shape[-1] == 1:
             arr = arr[..., 0]

@@ -83,7 +83,7 @@ def gather_training_images(images) -> tuple[list[np.ndarray], list[str]]:
                 groups.append(str(f.parent))
         else:
             arr = np.asarray(item)
-            if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):   # a (Z, H, W) stack: every plane
+            if (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) or arr.ndim == 4:   # (Z, H, W[, C]) stacks
                 for j, plane in enumerate(arr):
                     arrays.append(check_image(plane, f"images[{i}][{j}]"))
                     groups.append(f"array{i}")
