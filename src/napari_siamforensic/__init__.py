@@ -5,8 +5,10 @@ Importing this package never imports napari or Qt.
 """
 from .core.config import DeformConfig, ModelConfig, TrainConfig
 from .core.deform import Clutter, Deformer, deform_images
-from .core.scoring import ForensicModel, load_model
+from .core.scoring import ForensicModel, calibrate, load_model
+from .core.segment import Segmenter
 from .core.train import TrainReport, iter_train, train
+from .screening import ScreenResult, iter_screen, screen
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,11 @@ __all__ = [
     "deform_images",
     "ForensicModel",
     "load_model",
+    "calibrate",
+    "Segmenter",
+    "screen",
+    "iter_screen",
+    "ScreenResult",
     "TrainReport",
     "iter_train",
     "train",
