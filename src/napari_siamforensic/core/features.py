@@ -281,8 +281,9 @@ class FeatureExtractor:
             net_channels = np.asarray(net_channels, dtype=np.float32)
             net = net_channels[None] if net_channels.ndim == 2 else np.moveaxis(net_channels, -1, 0)
         fingerprint = image_fingerprint(plane)
-        return PreparedImage(self._standardise_resize(net), self._standardise_resize(chans),
-                             tuple(plane.shape[:2]), fingerprint)
+        net_ready = self._standardise_resize(net)
+        filt_ready = net_ready if net is chans else self._standardise_resize(chans)   # gray: one copy
+        return PreparedImage(net_ready, filt_ready, tuple(plane.shape[:2]), fingerprint)
 
     def _standardise_resize(self, chans: np.ndarray) -> np.ndarray:
         out = []
