@@ -207,6 +207,17 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     yield ScreenProgress("embed", len(refs) - n_restored, len(refs) - n_restored, t_embed,
                          f"{len(refs) - n_restored} items embedded ({n_restored} restored from the store)")
 
+    yield from _search_and_report(model, refs, chunks, skipped_records + new_skipped, dict(
+        candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
+        metric=metric, backend=backend, threads=threads, store=store), arrays, options, t0, t_embed, n_restored)
+
+
+def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options, t0, t_embed, n_restored):
+    """Stages after embedding (shared by the local and the dask screen): candidate search,
+    re-scoring, localisation, the result."""
+    candidates, poses, mode, threshold = params["candidates"], params["poses"], params["mode"], params["threshold"]
+    localize, metric, backend, threads, store = (params["localize"], params["metric"], params["backend"],
+                                                 params["threads"], params["store"])
     vectors = Vectors(chunks)
     assert len(vectors) == len(refs)
     groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
@@ -280,7 +291,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
             "items": len(refs), "restored": n_restored, "seconds_embed": round(t_embed, 2),
             "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
             "store": str(store) if store is not None else None}
-    result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_records + new_skipped), info, thumbs)
+    result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_all), info, thumbs)
     yield ScreenProgress("done", len(refs), len(refs), time.perf_counter() - t0,
                          f"{len(refs)} items, {len(pairs)} candidate pairs", result)
 

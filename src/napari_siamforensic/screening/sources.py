@@ -311,6 +311,21 @@ def iter_sources(sources, options: SourceOptions | None = None, *, skip_files=fr
     Item, Skipped (or FileDone)
     """
     opts = options or SourceOptions()
+    for entry in expand_sources(sources):
+        if isinstance(entry, Skipped):
+            yield entry
+        elif isinstance(entry, Path):
+            if str(entry) not in skip_files:
+                yield from iter_file(entry, opts)
+                if markers:
+                    yield FileDone(str(entry))
+        else:
+            yield from _iter_array(*entry, opts)
+
+
+def expand_sources(sources) -> Iterator[Path | Skipped | tuple[int, object]]:
+    """The screening order: each file (folders walked recursively, sorted) as a Path, each
+    array as ``(index, array)``, and Skipped records for missing paths and unreadable folders."""
     if isinstance(sources, (str, os.PathLike, np.ndarray)) or not isinstance(sources, Iterable):
         sources = [sources]
     for i, src in enumerate(sources):
@@ -322,37 +337,34 @@ def iter_sources(sources, options: SourceOptions | None = None, *, skip_files=fr
                 yield from problems
                 if not files and not problems:
                     yield Skipped(str(p), "folder holds no image or PDF files")
-                for f in files:
-                    if str(f) not in skip_files:
-                        yield from iter_file(f, opts)
-                        if markers:
-                            yield FileDone(str(f))
+                yield from files
             elif p.is_file():
-                if str(p) not in skip_files:
-                    yield from iter_file(p, opts)
-                    if markers:
-                        yield FileDone(str(p))
+                yield p
             elif p.exists():
                 yield Skipped(str(p), "neither a file nor a folder")
             else:
                 yield Skipped(str(p), "no such file or folder")
         else:
-            name = f"array[{i}]"
-            try:
-                arr = np.asarray(src)
-                if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-                    raise ValueError(f"dtype {arr.dtype} is not a number type")
-                planes = [arr] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4)) else None
-                if planes is None and arr.ndim == 3:
-                    planes = list(arr)
-                if planes is None:
-                    raise ValueError(f"shape {arr.shape} is not (H, W), (H, W, 1|3|4) or (Z, H, W)")
-            except Exception as exc:
-                yield Skipped(name, f"not an image array ({_describe(exc)})")
-                continue
-            stack = len(planes) > 1
-            for k, plane in enumerate(planes):
-                yield from _emit(_gray(plane), ItemRef(name, k if stack else None, None, None, name, "array"), opts)
+            yield (i, src)
+
+
+def _iter_array(i: int, src, opts: SourceOptions) -> Iterator[Item | Skipped]:
+    name = f"array[{i}]"
+    try:
+        arr = np.asarray(src)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"dtype {arr.dtype} is not a number type")
+        planes = [arr] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4)) else None
+        if planes is None and arr.ndim == 3:
+            planes = list(arr)
+        if planes is None:
+            raise ValueError(f"shape {arr.shape} is not (H, W), (H, W, 1|3|4) or (Z, H, W)")
+    except Exception as exc:
+        yield Skipped(name, f"not an image array ({_describe(exc)})")
+        return
+    stack = len(planes) > 1
+    for k, plane in enumerate(planes):
+        yield from _emit(_gray(plane), ItemRef(name, k if stack else None, None, None, name, "array"), opts)
 
 
 def load_item_image(ref: ItemRef, arrays: dict[str, np.ndarray] | None = None, *, pdf_dpi: float = 150.0) -> np.ndarray:
@@ -387,5 +399,5 @@ def load_item_image(ref: ItemRef, arrays: dict[str, np.ndarray] | None = None, *
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-__all__ = ["ItemRef", "Item", "Skipped", "FileDone", "SourceOptions", "iter_sources", "iter_file", "load_item_image",
+__all__ = ["ItemRef", "Item", "Skipped", "FileDone", "SourceOptions", "iter_sources", "expand_sources", "iter_file", "load_item_image",
            "MIN_PANEL_SIDE", "PDF_PAGE_MODES"]

@@ -1,0 +1,33 @@
+"""The dask screen gives the single-process screen's items and pairs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_siamforensic.screening import screen
+
+from .conftest import scene8
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.mark.slow   # a LocalCluster start plus two screens: minutes on a busy 2-core machine
+def test_cluster_screen_equals_local_screen(tmp_path, model_path):
+    from napari_siamforensic.screening.cluster import screen_on_cluster
+
+    for i in range(5):
+        Image.fromarray(scene8(70 + i, 120)).save(tmp_path / f"f{i}.png")
+    Image.fromarray(np.rot90(scene8(72, 120)).copy()).save(tmp_path / "copy.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    kw = dict(poses="dihedral", candidates=3, localize=1)
+    local = screen([str(tmp_path)], str(model_path), **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
+                                   store=tmp_path.parent / "cluster-store", **kw)
+    assert remote.items.drop(columns=[]).equals(local.items)
+    assert remote.pairs[["a", "b"]].equals(local.pairs[["a", "b"]])
+    np.testing.assert_allclose(remote.pairs["distance"], local.pairs["distance"], rtol=1e-6)
+    assert list(remote.skipped["source"]) == list(local.skipped["source"])
+    assert remote.pairs.iloc[0]["transform"] == local.pairs.iloc[0]["transform"]
