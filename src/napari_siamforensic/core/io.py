@@ -32,6 +32,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metad
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a model file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
