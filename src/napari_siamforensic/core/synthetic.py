@@ -514,7 +514,7 @@ def _band_profile(n, centre, sigma, tail):
     y = np.arange(n, dtype=np.float32)
     g = np.exp(-0.5 * ((y - centre) / sigma) ** 2)
     if tail > 0:
-        k = np.exp(-np.arange(int(min(6 * tail, n))) / tail).astype(np.float32)
+        k = np.exp(-np.arange(max(int(min(6 * tail, n)), 1)) / tail).astype(np.float32)
         k /= k.sum()
         g = np.convolve(g, k)[:n]
     return g
