@@ -112,6 +112,17 @@ def test_refit_after_a_stroke_reuses_features(model):
     assert seg.n_samples_fit_ == (labels2 > 0).sum()
 
 
+def test_warming_the_cache_ahead_of_painting(model):
+    img, truth = blob_scene(12)                     # 112 x 128: 2 x 2 tiles of 64
+    seg = Segmenter(model, tile_size=64, **FAST)
+    reports = list(seg.iter_cache_features(img))
+    assert reports[0] == (1, 4) and reports[-1] == (4, 4)
+    misses = seg._cache.misses
+    seg.fit(img, scribbles(truth))
+    seg.predict(img)
+    assert seg._cache.misses == misses
+
+
 def test_stacks_fit_on_some_slices_predict_any(model):
     scenes = [blob_scene(10 + z, size=(80, 96)) for z in range(3)]
     stack = np.stack([s[0] for s in scenes])

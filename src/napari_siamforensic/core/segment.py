@@ -310,6 +310,7 @@ class Segmenter:
         Halo around each tile; None: enough for tiles to agree with an untiled computation.
     device : str
         Where the network (and, on a GPU, the forest's trees) run: "auto", "cpu", "cuda", "mps".
+        Applies when ``model`` is None or a path; a given ForensicModel keeps its own device.
     channel_axis : int or None
         The channel axis of a multichannel image (see the module's table of layouts).
     n_jobs : int
@@ -474,8 +475,7 @@ class Segmenter:
         from the parameters (and keeps it)."""
         layout = _layout(image, self.channel_axis)
         settings = self._feature_settings()
-        if not hasattr(self, "model_"):
-            self._resolve_model()
+        self._ensure_model()
         ex = self._get_extractor(settings)
         planes = list(np.ndindex(*layout.leading))
         h, w = layout.spatial[-2:]
@@ -488,11 +488,17 @@ class Segmenter:
                 done += 1
                 yield done, total
 
-    def _resolve_model(self):
+    def _ensure_model(self):
+        """Resolve the ``model`` parameter unless it (and ``device``) are unchanged since the
+        last resolution, so refits do not reload the network."""
+        if getattr(self, "model_", None) is not None and getattr(self, "_fitted_model_param", object()) is self.model \
+                and getattr(self, "_fitted_device", None) == self.device:
+            return
         model, source = resolve_model(self.model, self.device if self.model is None or
                                       isinstance(self.model, (str, os.PathLike)) else "auto")
         self.model_, self.model_source_ = model, source
         self.model_identity_ = model.identity()
+        self._fitted_model_param, self._fitted_device = self.model, self.device
 
     # -------------------------------------------------------------- fit
     def fit(self, image, labels) -> "Segmenter":
@@ -520,11 +526,7 @@ class Segmenter:
             raise ValueError(f"`max_samples_per_class` must be None or an integer >= 1, got {mspc!r}")
         forest_params = self._forest_params()
         settings = self._feature_settings()
-        prev_identity = getattr(self, "model_identity_", None)
-        if prev_identity is None or getattr(self, "_fitted_model_param", object()) is not self.model \
-                or getattr(self, "_fitted_device", None) != self.device:
-            self._resolve_model()
-            self._fitted_model_param, self._fitted_device = self.model, self.device
+        self._ensure_model()
         ex = self._get_extractor(settings)
 
         # choose the painted pixels to fit on (per class at most max_samples_per_class)
