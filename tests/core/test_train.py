@@ -210,7 +210,8 @@ def test_images_of_any_size_and_kind(small_train_config):
     sources = [scene(0, (40, 300)), np.dstack([scene(1, 100, np.uint8)] * 3), scene(2, (500, 130), np.float64),
                np.stack([scene(3, 64), scene(4, 64)])]        # a (Z, H, W) stack counts plane by plane
     arrays, groups = gather_training_images(sources)
-    assert len(arrays) == 5 and groups[3] == groups[4] == "array3"
+    # planes of a stack are never each other's negatives (neighbours may be near-copies)
+    assert len(arrays) == 5 and groups[3] == "array3.0" and groups[4] == "array3.1"
     sampler = PatchSampler(arrays, 128)
     assert all(min(im.shape) >= 128 for im in sampler.images)       # small ones are upscaled
     reports = list(sf.iter_train(sources, small_train_config))
@@ -328,3 +329,27 @@ def test_triplets_anchor_is_the_centre_of_the_same_partners_source(small_train_c
     anchor, same, different = spy.sample(8, torch.Generator().manual_seed(0))
     torch.testing.assert_close(same, anchor, rtol=0, atol=1e-4)
     assert ((different - anchor).abs().flatten(1).mean(1) > 0.01).all()
+
+
+def test_group_negatives_come_from_another_image_of_the_same_group():
+    from napari_siamforensic.core.data import PatchSampler
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((64, 64)).astype(np.float32) for _ in range(5)]
+    sampler = PatchSampler(images, 32, groups=["a", "a", "b", "b", "c"])
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([0, 1, 2, 3, 4] * 20)
+    other, ok = sampler.other_in_group(idx, g)
+    assert ok.tolist() == [True, True, True, True, False] * 20
+    for i, j, good in zip(idx.tolist(), other.tolist(), ok.tolist()):
+        if good:
+            assert j != i and sampler.groups[j] == sampler.groups[i]
+    with pytest.raises(ValueError, match="groups"):
+        PatchSampler(images, 32, groups=["a"])
+
+
+def test_train_rejects_group_labels_of_the_wrong_length():
+    imgs = [np.random.default_rng(i).random((64, 64)) for i in range(3)]
+    with pytest.raises(ValueError, match="groups"):
+        next(sf.iter_train(imgs, sf.TrainConfig(steps=1, batch_size=2, patch_size=128, validation_triplets=0),
+                           groups=["x", "y"]))

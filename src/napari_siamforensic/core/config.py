@@ -183,6 +183,10 @@ class TrainConfig(_JsonMixin):
     hard_negative_fraction : float
         Share of "different" images cut from another region of the anchor's own source image
         (the paper's own suggestion); the rest come from other sources.
+    group_negative_fraction : float
+        Of the remaining negatives, the share taken from another image of the anchor's group
+        (its folder, or the ``groups`` label given to ``iter_train``): different images of the
+        same kind, the hard negatives the paper names as its weakness.
     p_deform_negative : float
         Probability that the "different" image is deformed too, so deformation alone is no cue.
     checkpoint_dir : str or None
@@ -201,6 +205,7 @@ class TrainConfig(_JsonMixin):
     channels_last: bool = True
     patch_size: int = 256
     hard_negative_fraction: float = 0.5
+    group_negative_fraction: float = 0.3
     p_deform_negative: float = 0.5
     validation_triplets: int = 256
     eval_every: int = 100
@@ -228,6 +233,7 @@ class TrainConfig(_JsonMixin):
             raise TypeError("`model` must be a ModelConfig")
         check_positive_int(self.patch_size, "patch_size", self.model.input_size)
         check_range(self.hard_negative_fraction, "hard_negative_fraction", 0.0, 1.0)
+        check_range(self.group_negative_fraction, "group_negative_fraction", 0.0, 1.0)
         check_range(self.p_deform_negative, "p_deform_negative", 0.0, 1.0)
         check_positive_int(self.validation_triplets, "validation_triplets", 0)
         check_positive_int(self.eval_every, "eval_every")
@@ -237,6 +243,6 @@ class TrainConfig(_JsonMixin):
     def paper(cls, **changes) -> "TrainConfig":
         """The paper's schedule: batch 128, 20k steps, momentum SGD 0.9, lr 1e-5, its deformations."""
         base = dict(steps=20000, batch_size=128, optimizer="sgd", momentum=0.9, lr=1e-5,
-                    hard_negative_fraction=0.0, p_deform_negative=0.0, deform=DeformConfig.paper())
+                    hard_negative_fraction=0.0, group_negative_fraction=0.0, p_deform_negative=0.0, deform=DeformConfig.paper())
         base.update(changes)
         return cls(**base)

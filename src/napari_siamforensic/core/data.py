@@ -86,7 +86,7 @@ def gather_training_images(images) -> tuple[list[np.ndarray], list[str]]:
             if (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) or arr.ndim == 4:   # (Z, H, W[, C]) stacks
                 for j, plane in enumerate(arr):
                     arrays.append(check_image(plane, f"images[{i}][{j}]"))
-                    groups.append(f"array{i}")
+                    groups.append(f"array{i}.{j}")   # neighbouring planes may be near-copies: never negatives
             else:
                 arrays.append(check_image(arr, f"images[{i}]"))
                 groups.append(f"array{i}")
@@ -105,7 +105,13 @@ class PatchSampler:
     def __init__(self, images: list[np.ndarray], patch_size: int = 256, groups: list[str] | None = None):
         self.patch_size = int(patch_size)
         self.images = [self._fit(torch.from_numpy(np.ascontiguousarray(im))) for im in images]
-        self.groups = groups or ["all"] * len(images)
+        self.groups = list(groups) if groups is not None else [f"image{i}" for i in range(len(images))]
+        if len(self.groups) != len(self.images):
+            raise ValueError(f"`groups` has {len(self.groups)} labels for {len(self.images)} images")
+        members: dict[str, list[int]] = {}
+        for i, name in enumerate(self.groups):
+            members.setdefault(name, []).append(i)
+        self._group_members = [torch.tensor(members[name]) for name in self.groups]
         # sample sources in proportion to sqrt(area): big images give more patches, not all of them
         areas = torch.tensor([float(im.numel()) for im in self.images])
         self.weights = areas.sqrt() / areas.sqrt().sum()
@@ -134,6 +140,22 @@ class PatchSampler:
         p = self.patch_size
         return torch.stack([self.images[i][y:y + p, x:x + p] for i, (y, x) in
                             zip(idx.tolist(), corners.tolist())]).unsqueeze(1)
+
+    def other_in_group(self, idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each source index, another image of the same group (``ok`` False where the group
+        has only that image)."""
+        r = torch.rand(len(idx), generator=g)
+        out = idx.clone()
+        ok = torch.zeros(len(idx), dtype=torch.bool)
+        for k, i in enumerate(idx.tolist()):
+            members = self._group_members[i]
+            if len(members) < 2:
+                continue
+            pick = int(r[k] * (len(members) - 1))
+            others = members[members != i]
+            out[k] = others[pick]
+            ok[k] = True
+        return out, ok
 
     def hard_negative_corners(self, idx: torch.Tensor, corners: torch.Tensor, g: torch.Generator):
         """For each source, a corner whose patch overlaps the given one by at most a quarter of

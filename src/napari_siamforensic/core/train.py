@@ -69,6 +69,9 @@ class TripletSampler:
             clash = idx_d == idx_a
             shift = torch.randint(1, self.n_images, (batch_size,), generator=g)
             idx_d = torch.where(clash, (idx_a + shift) % self.n_images, idx_d)
+        same_group = torch.rand(batch_size, generator=g) < cfg.group_negative_fraction
+        group_idx, group_ok = ps.other_in_group(idx_a, g)
+        idx_d = torch.where(same_group & group_ok, group_idx, idx_d)
         corners_d = ps.sample_corners(idx_d, g)
         hard = torch.rand(batch_size, generator=g) < cfg.hard_negative_fraction
         hard_corners, ok = ps.hard_negative_corners(idx_a, corners_a, g)
@@ -118,7 +121,7 @@ def triplet_accuracy(net: SiameseNet, triplets, autocast_ctx=nullcontext, batch_
 
 
 def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel | str | None = None,
-               resume: str | Path | None = None) -> Iterator[TrainReport]:
+               resume: str | Path | None = None, groups=None) -> Iterator[TrainReport]:
     """Train the siamese net on ``images``, yielding a :class:`TrainReport` after every step.
 
     Parameters
@@ -131,6 +134,10 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
     resume : path, optional
         A ``checkpoint.safetensors`` of an earlier run: continue it exactly (same weights,
         optimiser and random state). ``config`` may raise ``steps``; when None the stored one is used.
+    groups : sequence of str, optional
+        One label per training image (per plane for stacks): images sharing a label supply each
+        other's same-kind negatives (``TrainConfig.group_negative_fraction``). By default files
+        are grouped by folder and each array is its own group.
 
     Stopping the iteration early (``break``, ``close()``, an exception in the consumer) writes
     a final checkpoint when ``config.checkpoint_dir`` is set, so no work is lost.
@@ -143,7 +150,14 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
     if ckpt and ckpt["config"].replace(steps=config.steps, checkpoint_dir=config.checkpoint_dir) != config:
         raise ValueError("`resume`: the checkpoint was written with a different TrainConfig; only `steps` "
                          "and `checkpoint_dir` may change when resuming")
-    arrays, groups = gather_training_images(images)
+    arrays, found_groups = gather_training_images(images)
+    if groups is None:
+        groups = found_groups
+    else:
+        groups = [str(x) for x in groups]
+        if len(groups) != len(arrays):
+            raise ValueError(f"`groups` has {len(groups)} labels but there are {len(arrays)} training images "
+                             "(stacks count one image per plane)")
     device = resolve_device(config.device)
     autocast_dtype = resolve_precision(config.precision, device)
 
@@ -244,7 +258,7 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
             write_checkpoint(completed, completed_rng)
 
 
-def train(images, config: TrainConfig | None = None, *, init=None, resume=None,
+def train(images, config: TrainConfig | None = None, *, init=None, resume=None, groups=None,
           progress: Callable[[TrainReport], object] | None = None) -> ForensicModel:
     """Train and return the model; ``progress(report)`` is called after every step.
 
@@ -261,7 +275,7 @@ def train(images, config: TrainConfig | None = None, *, init=None, resume=None,
     if progress is not None and not callable(progress):
         raise TypeError(f"`progress` must be callable or None, got {type(progress).__name__}")
     model = None
-    for report in iter_train(images, config, init=init, resume=resume):
+    for report in iter_train(images, config, init=init, resume=resume, groups=groups):
         if progress is not None:
             progress(report)
         if report.done:
