@@ -147,9 +147,11 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
         config = ckpt["config"] if ckpt else TrainConfig()
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
-    if ckpt and ckpt["config"].replace(steps=config.steps, checkpoint_dir=config.checkpoint_dir) != config:
-        raise ValueError("`resume`: the checkpoint was written with a different TrainConfig; only `steps` "
-                         "and `checkpoint_dir` may change when resuming")
+    if ckpt and ckpt["config"].replace(steps=config.steps, checkpoint_dir=config.checkpoint_dir,
+                                       device=config.device) != config:
+        raise ValueError("`resume`: the checkpoint was written with a different TrainConfig; only `steps`, "
+                         "`checkpoint_dir` and `device` may change when resuming (a new device continues the "
+                         "run, but bit-for-bit only on the same device)")
     arrays, found_groups = gather_training_images(images)
     if groups is None:
         groups = found_groups
