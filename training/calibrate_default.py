@@ -1,0 +1,96 @@
+"""Calibrate ``same_probability`` of a model on held-out figure-re-use pairs, and report it.
+
+    python training/calibrate_default.py --model src/napari_siamforensic/weights/default.safetensors --write
+
+Pairs come from `napari_siamforensic.evaluation.reuse` (manipulations written independently of
+training) on generated scenes from seeds 20,000,000+ (neither training, < 1,000,000, nor the
+evaluation benchmark, 10,000,000+). Parents are split in two: the first half fits
+(scale, offset) by logistic regression on 1 - f, the second half reports the Brier score and
+the reliability curve before and after. ``--write`` stores the calibration in the model file;
+``--plot`` writes the reliability diagram.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import napari_siamforensic as sf
+from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
+from napari_siamforensic.evaluation.reuse import make_reuse_set
+
+CALIBRATION_SEED_START = 20_000_000
+
+
+def pairs(model, parents, seed, n_per_family):
+    trip = make_reuse_set(parents, seed, n_per_family)
+    a = [t.anchor for t in trip] * 3
+    b = [t.positive for t in trip] + [t.negative_random for t in trip] + [t.negative_hard for t in trip]
+    y = np.r_[np.ones(len(trip)), np.zeros(2 * len(trip))].astype(bool)
+    return model.distance(a, b), y
+
+
+def reliability(p, y, bins=10):
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (p >= lo) & ((p < hi) if hi < 1 else (p <= hi))
+        if m.any():
+            rows.append((lo, hi, int(m.sum()), float(p[m].mean()), float(y[m].mean())))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--parents", type=int, default=44)
+    ap.add_argument("--n-per-family", type=int, default=8)
+    ap.add_argument("--write", action="store_true", help="store the fitted calibration in the model file")
+    ap.add_argument("--plot", default=None, help="PNG path for the reliability diagram")
+    args = ap.parse_args()
+    model = sf.load_model(args.model, device="cpu")
+    parents = [generate_scene(SCENE_KINDS[i % len(SCENE_KINDS)], CALIBRATION_SEED_START + i, (512, 512))
+               for i in range(args.parents)]
+    half = len(parents) // 2
+    d_fit, y_fit = pairs(model, parents[:half], CALIBRATION_SEED_START, args.n_per_family)
+    d_test, y_test = pairs(model, parents[half:], CALIBRATION_SEED_START + 1, args.n_per_family)
+    p_before = model.probability_from_distance(d_test)
+    scale, offset = sf.calibrate(model, d_fit, y_fit)
+    p_after = model.probability_from_distance(d_test)
+    brier = lambda p: float(np.mean((p - y_test) ** 2))  # noqa: E731
+    print(f"fit pairs {len(y_fit)}, report pairs {len(y_test)} ({int(y_test.sum())} duplicates)")
+    print(f"calibration: p = sigmoid({scale:.3f} * (1 - f) + {offset:.3f})")
+    print(f"Brier score on held-out pairs: paper sigmoid(1 - f) {brier(p_before):.4f}, calibrated {brier(p_after):.4f}")
+    print("| bin | pairs | mean p (paper) | mean p (calibrated) | observed duplicate share |")
+    print("|---|---|---|---|---|")
+    rb = {(r[0]): r for r in reliability(p_before, y_test)}
+    for lo, hi, n, mp, obs in reliability(p_after, y_test):
+        print(f"| {lo:.1f}-{hi:.1f} | {n} | - | {mp:.3f} | {obs:.3f} |")
+    for lo, hi, n, mp, obs in rb.values():
+        print(f"| {lo:.1f}-{hi:.1f} (paper) | {n} | {mp:.3f} | - | {obs:.3f} |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+        for p, name in ((p_before, f"paper sigmoid(1-f), Brier {brier(p_before):.3f}"),
+                        (p_after, f"calibrated, Brier {brier(p_after):.3f}")):
+            rows = reliability(p, y_test)
+            ax.plot([r[3] for r in rows], [r[4] for r in rows], "o-", label=name)
+        ax.set_xlabel("predicted probability of 'duplicate'")
+        ax.set_ylabel("observed share of duplicates")
+        ax.set_title(f"Reliability on {len(y_test)} held-out pairs")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print("wrote", args.plot)
+    if args.write:
+        model.save(args.model, dtype="float16")
+        print("calibration written to", args.model)
+
+
+if __name__ == "__main__":
+    main()
