@@ -21,26 +21,10 @@ import napari_siamforensic as sf
 
 
 def offline_images() -> list[tuple[str, np.ndarray]]:
-    out = []
-    try:
-        from napari_siamforensic.core.pool import default_training_pool
+    """The offline images of the data card (docs/data.md): only those with a stated licence."""
+    from napari_siamforensic.core.pool import load_offline_images
 
-        return [(n, im) for n, im in default_training_pool(n_generated=0, seed=0) if not n.startswith("generated")]
-    except Exception:
-        pass
-    import skimage.data as d
-
-    for name in ("camera", "coins", "cell", "immunohistochemistry", "microaneurysms", "retina", "moon",
-                 "hubble_deep_field", "astronaut", "brick", "grass", "gravel", "rocket", "coffee", "chelsea",
-                 "page", "text", "clock", "horse"):
-        try:
-            im = np.asarray(getattr(d, name)(), dtype=np.float32)
-        except Exception:
-            continue
-        if im.ndim == 3:
-            im = im[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-        out.append((f"skimage.{name}", im))
-    return out
+    return list(load_offline_images())
 
 
 def smooth_scene(seed: int, size: int) -> np.ndarray:
