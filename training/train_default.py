@@ -84,15 +84,23 @@ def main():
     out = Path(args.out)
     ckpt = out / "checkpoint.safetensors"
     if args.export:
+        from napari_siamforensic.core.io import read_safetensors
+
         model = sf.load_model(ckpt, device="cpu")
         model.poses = "dihedral+invert"
-        log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
-        model.info.update({"trained_steps": log[-1]["step"], "train_seconds": round(sum(r["dt"] for r in log), 1),
-                           "last_validation_accuracy": next((r["acc"] for r in reversed(log) if r["acc"] is not None), None),
-                           "pool": f"{args.generated} generated scenes {args.size}px + offline skimage/sklearn images",
-                           "config": json.loads((out / "config.json").read_text())})
+        step = int(read_safetensors(ckpt)[1]["step"])
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        # a resumed run appends to the log: keep the last record of every step up to the checkpoint
+        by_step = {r["step"]: r for r in log if r["step"] <= step}
+        evals = [r["acc"] for s, r in sorted(by_step.items()) if r["acc"] is not None]
+        run = {"steps": step, "train_seconds": round(sum(r["dt"] for r in by_step.values()), 1),
+               "last_validation_accuracy": evals[-1] if evals else None,
+               "pool": f"{args.generated} generated scenes {args.size}px + offline skimage/sklearn images"
+                       + (f" + {args.smooth} smooth scenes" if args.smooth else ""),
+               "init": args.init, "config": json.loads((out / "config.json").read_text())}
+        model.info["runs"] = model.info.get("runs", []) + [run]
         model.save(args.export, dtype="float16")
-        print("exported", args.export)
+        print("exported", args.export, json.dumps({k: v for k, v in run.items() if k != "config"}))
         return
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
