@@ -1,4 +1,4 @@
-"""The ``siamforensic`` command: train, score, pairwise, evaluate, sheet, demo.
+"""The ``siamforensic`` command: train, score, pairwise, screen, evaluate, sheet, demo.
 
 Every subcommand is a thin shell around library calls (``napari_siamforensic`` and its
 ``core`` / ``evaluation`` packages). Bad input ends with exit code 2 and one line
@@ -566,6 +566,185 @@ def _cmd_pairwise(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# screen
+# --------------------------------------------------------------------------------------------
+
+SCREEN_MODES = ("all", "within", "across")
+PDF_PAGES = ("auto", "always", "never")
+
+
+def _add_screen_parser(sub) -> None:
+    p = sub.add_parser(
+        "screen", formatter_class=_Formatter,
+        help="screen figures, PDFs and folders for duplicates: HTML, CSV and JSON report",
+        description="Screens image files, PDFs and folders (searched recursively; multi-panel figures "
+                    "cut into panels) for duplicated images: embeds every item in every pose, finds "
+                    "--candidates nearest neighbours per item, re-scores them with the full distance f and "
+                    "localises the best pairs. Writes OUT/report.html (a self-contained page), "
+                    "OUT/pairs.csv and OUT/report.json, and prints the best pairs. Unreadable inputs are "
+                    "skipped with a reason, never stop the screen. With --scheduler the reading and "
+                    "embedding run on a dask.distributed cluster.")
+    p.add_argument("sources", nargs="+", metavar="SOURCES",
+                   help="image files (PNG, JPEG, TIFF incl. multi-page and 16-bit, ...), PDFs and/or folders")
+    _add_model_options(p, poses_default="dihedral+invert")
+    p.set_defaults(precision="auto")        # as sf.screen: bf16 where it is fast
+    p.add_argument("--out", metavar="DIR", default="screen-report",
+                   help="folder for report.html, pairs.csv and report.json (created)")
+    p.add_argument("--candidates", metavar="N", type=_int_at_least(1), default=10,
+                   help="nearest neighbours kept per item (their union is re-scored)")
+    p.add_argument("--mode", choices=SCREEN_MODES, default="all",
+                   help="pairs inside one document only ('within'), between documents only ('across'), or both")
+    p.add_argument("--threshold", metavar="F", type=_positive_float, default=None,
+                   help="keep only pairs with f <= F (1 is the paper's decision); default: every candidate pair")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="write the embeddings to this folder chunk by chunk; a later screen with the same "
+                        "store resumes, and new sources are screened against everything stored")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the reading and embedding on this dask.distributed scheduler "
+                        "(e.g. tcp://host:8786; needs the 'distributed' package and a --model file the "
+                        "workers can read, or the bundled model)")
+    p.add_argument("--files-per-task", metavar="N", type=_int_at_least(1), default=16,
+                   help="with --scheduler: files read and embedded per cluster task")
+    panels = p.add_mutually_exclusive_group()
+    panels.add_argument("--split-panels", dest="split_panels", action="store_true", default=True,
+                        help="cut multi-panel figures into panels, each keeping its box (the default)")
+    panels.add_argument("--no-split-panels", dest="split_panels", action="store_false",
+                        help="treat every figure as one image")
+    p.add_argument("--pdf-pages", choices=PDF_PAGES, default="auto",
+                   help="render PDF pages: 'auto' = pages without embedded images (vector figures), "
+                        "'always' = every page too, 'never' = only extract embedded images")
+    p.add_argument("--pdf-dpi", metavar="DPI", type=_positive_float, default=150.0, help="resolution of rendered PDF pages")
+    p.add_argument("--batch-size", metavar="N", type=_int_at_least(1), default=64,
+                   help="images embedded per batch (each in every pose)")
+    p.add_argument("--localize", metavar="N", type=_int_at_least(0), default=50,
+                   help="localise the best N pairs (matched regions and transform from keypoints)")
+    p.add_argument("--max-pairs", metavar="N", type=_int_at_least(1), default=100,
+                   help="pairs shown in report.html (the CSV and JSON hold all)")
+    p.add_argument("--top", metavar="N", type=_int_at_least(0), default=10, help="pairs printed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_screen)
+
+
+def _model_file(path) -> str | None:
+    """--model for a cluster screen: the file itself (workers load it), folders resolved."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        for name in (MODEL_NAME, CHECKPOINT_NAME):
+            if (p / name).is_file():
+                return str(p / name)
+        raise CliError(f"--model: folder {path!r} holds neither {MODEL_NAME} nor {CHECKPOINT_NAME}")
+    if not p.is_file():
+        raise CliError(f"--model: no such file {path!r}")
+    return str(p)
+
+
+def _item_label(row, names: dict) -> str:
+    """``name [pN] [x0,y0,x1,y1]``: an item's file (short name), page and panel box."""
+    import pandas as pd
+
+    label = names.get(row["source"], str(row["source"]))
+    page = row.get("page")
+    if page is not None and not pd.isna(page):
+        label += f" p{int(page)}"
+    panel = row.get("panel")
+    if isinstance(panel, (tuple, list)):
+        label += " [" + ",".join(str(int(v)) for v in panel) + "]"
+    return label
+
+
+def _cmd_screen(args) -> int:
+    _check_sources_exist(args.sources)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {args.out!r} exists and is not a folder")
+    if args.store is not None and Path(args.store).exists() and not Path(args.store).is_dir():
+        raise CliError(f"--store {args.store!r} exists and is not a folder")
+    from .screening import SourceOptions
+
+    options = SourceOptions(split_panels=args.split_panels, pdf_pages=args.pdf_pages, pdf_dpi=args.pdf_dpi)
+    kw = dict(candidates=args.candidates, poses=args.poses, mode=args.mode, threshold=args.threshold,
+              batch_size=args.batch_size, store=args.store, localize=args.localize, options=options)
+    if args.scheduler is not None:
+        try:
+            from .screening.cluster import iter_screen_on_cluster
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise CliError(f"--scheduler needs the 'distributed' package ({_one_line(exc)}); "
+                           "pip install distributed") from None
+        reports = iter_screen_on_cluster(list(args.sources), _model_file(args.model), scheduler=args.scheduler,
+                                         files_per_task=args.files_per_task, device=args.device, **kw)
+        where = f"on the cluster at {args.scheduler}"
+    else:
+        from .screening import iter_screen
+
+        model = _load_model(args.model, args.device, args.precision)
+        reports = iter_screen(list(args.sources), model, **kw)
+        where = "in this process"
+
+    from tqdm import tqdm
+
+    labels = {"embed": "embedding", "search": "searching", "localize": "localising"}
+    bar = None
+    stage = None
+    result = None
+    t0 = time.perf_counter()
+    try:
+        for report in reports:
+            if report.finished:
+                result = report.result
+                break
+            if report.stage != stage:
+                if bar is not None:
+                    bar.close()
+                stage = report.stage
+                bar = tqdm(total=report.total if report.total >= 0 else None, unit="item" if stage != "localize" else "pair",
+                           desc=labels.get(stage, stage), disable=args.no_progress, dynamic_ncols=True,
+                           file=sys.stderr)
+            if report.total >= 0 and bar.total != report.total:
+                bar.total = report.total
+            bar.update(report.done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    assert result is not None
+    seconds = time.perf_counter() - t0
+
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = result.to_html(out / "report.html", max_pairs=args.max_pairs)
+    csv_path = result.to_csv(out / "pairs.csv")
+    json_path = result.to_json(out / "report.json")
+
+    pairs, items, skipped = result.pairs, result.items, result.skipped
+    restored = result.info.get("restored", 0)
+    print(f"screened {len(items)} items ({restored} restored from the store) from {len(args.sources)} "
+          f"source(s) {where} in {seconds:.0f} s; poses: {args.poses}, mode: {args.mode}, "
+          f"candidates: {args.candidates}")
+    thr = f" with f <= {args.threshold:g}" if args.threshold is not None else ""
+    print(f"candidate pairs{thr}: {len(pairs)}; f <= 1 (duplicate): {int((pairs['distance'] <= 1.0).sum())}")
+    if len(pairs) and args.top:
+        sources = list(dict.fromkeys(items["source"].tolist()))
+        names = dict(zip(sources, _short_names(sources)))
+        rows = items.set_index("id", drop=False)
+        shown = pairs.head(args.top)
+        print(f"best {len(shown)} pairs (smallest f first):")
+        for _, pr in shown.iterrows():
+            la = _item_label(rows.loc[int(pr["a"])].to_dict(), names)
+            lb = _item_label(rows.loc[int(pr["b"])].to_dict(), names)
+            print(f"  {la}  <->  {lb}   f={pr['distance']:.3f}  p={pr['probability']:.3f}  {pr['transform']}")
+    print(f"skipped: {len(skipped)}")
+    for r in skipped.head(5).to_dict("records"):
+        print(f"  {r['source']}: {_one_line(r['reason'])}")
+    if len(skipped) > 5:
+        print(f"  ... and {len(skipped) - 5} more (see {csv_path.parent / 'report.json'})")
+    print(f"report: {html_path}")
+    print(f"pairs:  {csv_path}")
+    print(f"json:   {json_path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
 # evaluate
 # --------------------------------------------------------------------------------------------
 
@@ -841,7 +1020,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, formatter_class=_Formatter,
         description="Find manipulated image duplicates with the forensic siamese network: train it, "
-                    "score pairs and whole matrices, evaluate it, look at its training data.",
+                    "score pairs and whole matrices, screen corpora of figures and PDFs, evaluate it, "
+                    "look at its training data.",
         epilog=f"'{PROG} COMMAND --help' documents every option of a command. Exit codes: 0 success, "
                "1 the work failed, 2 bad input, 130 interrupted (Ctrl-C).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -850,6 +1030,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_score_parser(sub)
     _add_pairwise_parser(sub)
+    _add_screen_parser(sub)
     _add_evaluate_parser(sub)
     _add_sheet_parser(sub)
     _add_demo_parser(sub)

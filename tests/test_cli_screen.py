@@ -1,0 +1,132 @@
+"""``siamforensic screen``: a real screen of a small folder, and bad input.
+
+The model is an untrained network from a fixed seed, written to a file and passed with
+``--model`` (as tests/screening/conftest.py does): a fixed deterministic function, so an exact
+mirrored copy has distance ~0 to its original through the pose embeddings while different
+images do not. Images are 8-bit 160 px scenes; the screen runs in-process on the CPU.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from napari_siamforensic.cli import main
+from napari_siamforensic.core.config import ModelConfig
+from napari_siamforensic.core.devices import make_generator
+from napari_siamforensic.core.model import SiameseNet
+from napari_siamforensic.core.scoring import ForensicModel
+
+
+def _scene(seed: int, size: int = 160) -> np.ndarray:
+    """A textured 8-bit gray image: random blobs on a smooth background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = 0.2 + 0.1 * np.sin(xx / (7 + seed % 5)) * np.cos(yy / 9)
+    for _ in range(25):
+        cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(3, 12)]
+        img += rng.uniform(0.2, 0.8) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return np.round(np.clip(img / img.max(), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    net = SiameseNet(ModelConfig())
+    net.reset_parameters(make_generator(0))
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    ForensicModel(net, "cpu").save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    """Four unrelated scenes, a mirrored copy of the first in a subfolder, and a broken PNG."""
+    d = tmp_path_factory.mktemp("screen") / "figs"
+    (d / "sub").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(_scene(40 + i)).save(d / f"f{i}.png")
+    Image.fromarray(np.ascontiguousarray(_scene(40)[:, ::-1])).save(d / "sub" / "copy.png")
+    (d / "broken.png").write_bytes(b"\x89PNG this is not an image")
+    return d
+
+
+def test_screen_folder_writes_reports_with_the_planted_pair_first(figures, model_file, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["screen", str(figures), "--model", model_file, "--out", str(out), "--poses", "dihedral",
+                 "--candidates", "3", "--localize", "2", "--device", "cpu", "--precision", "fp32",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in ("report.html", "pairs.csv", "report.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    csv = pd.read_csv(out / "pairs.csv")
+    assert len(csv) >= 1 and csv["distance"].is_monotonic_increasing
+    first = {csv.loc[0, "source_a"].replace("\\", "/").rsplit("/", 1)[-1],
+             csv.loc[0, "source_b"].replace("\\", "/").rsplit("/", 1)[-1]}
+    assert first == {"f0.png", "copy.png"}
+    assert csv.loc[0, "transform"].startswith("mirrored")
+
+    doc = json.loads((out / "report.json").read_text())
+    assert len(doc["items"]) == 5 and len(doc["pairs"]) == len(csv)
+    assert len(doc["skipped"]) == 1 and doc["skipped"][0]["source"].endswith("broken.png")
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "broken.png" in page
+
+    lines = captured.out.splitlines()
+    assert any(ln.startswith("screened 5 items") for ln in lines)
+    best = lines[lines.index(next(ln for ln in lines if ln.startswith("best "))) + 1]
+    assert "f0.png" in best and "copy.png" in best and "mirrored" in best
+    assert "skipped: 1" in lines
+    assert any("broken.png" in ln for ln in lines)
+    assert f"report: {out / 'report.html'}" in lines
+    assert "Traceback" not in captured.err
+
+
+def test_screen_threshold_and_no_split_panels(figures, model_file, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["screen", str(figures / "f0.png"), str(figures / "sub"), str(figures / "f1.png"),
+                 "--model", model_file, "--out", str(out), "--poses", "dihedral", "--threshold", "0.001",
+                 "--no-split-panels", "--localize", "0", "--device", "cpu", "--precision", "fp32",
+                 "--no-progress"]) == 0
+    # untrained model: the exact mirrored copy is at f ~ 1e-8, different scenes at f ~ 0.03
+    csv = pd.read_csv(out / "pairs.csv")
+    assert len(csv) == 1 and (csv["distance"] <= 0.001).all()
+    assert {csv.loc[0, "source_a"].replace("\\", "/").rsplit("/", 1)[-1],
+            csv.loc[0, "source_b"].replace("\\", "/").rsplit("/", 1)[-1]} == {"f0.png", "copy.png"}
+    assert "skipped: 0" in capsys.readouterr().out.splitlines()
+
+
+def test_screen_missing_path_is_one_line_exit_2(tmp_path):
+    missing = tmp_path / "nope"
+    proc = subprocess.run([sys.executable, "-m", "napari_siamforensic.cli", "screen", str(missing),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"siamforensic: error: no such file or folder: {str(missing)!r}"]
+    assert proc.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidates", "0"], "--candidates: expected an integer >= 1, got 0"),
+    (["--threshold", "-1"], "--threshold: expected a positive number, got -1.0"),
+    (["--mode", "sideways"], "--mode: invalid choice"),
+])
+def test_screen_bad_options_are_one_line(figures, argv, message, capsys):
+    assert main(["screen", str(figures)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("siamforensic: error: ") and message in err[0]
+
+
+def test_screen_out_that_is_a_file_is_refused(figures, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["screen", str(figures), "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"siamforensic: error: --out {str(tmp_path / 'file')!r} exists and is not a folder"]
