@@ -8,7 +8,7 @@
 # weights, runs `npe2 validate`, then installs the wheel in a FRESH venv (torch pinned first, so
 # pip takes the local CPU wheel, then the wheel + pyqt5 + napari) and checks there that
 # `npe2 list` shows the plugin and that a real napari viewer (under xvfb-run; never
-# QT_QPA_PLATFORM=offscreen) opens each of our dock widgets. Slow (a fresh venv with torch and
+# the offscreen Qt platform) opens each of our dock widgets. Slow (a fresh venv with torch and
 # napari): not part of .ci/run; run it before a release.
 set -euo pipefail
 
