@@ -159,38 +159,32 @@ class PatchSampler:
 
     def hard_negative_corners(self, idx: torch.Tensor, corners: torch.Tensor, g: torch.Generator):
         """For each source, a corner whose patch overlaps the given one by at most a quarter of
-        its side in each direction it moved; ``ok`` is False where the image has no such room."""
+        its side along the axis it moved; ``ok`` is False where the image has no such room."""
         p = self.patch_size
+        gap = 3 * p // 4
+
+        def far_ranges(pos: int, extent: int) -> list[tuple[int, int]]:
+            """Ranges of start positions along one axis at least ``gap`` away from ``pos``."""
+            out = []
+            if pos - gap >= 0:
+                out.append((0, pos - gap))
+            if pos + gap + p <= extent:
+                out.append((pos + gap, extent - p))
+            return out
+
         new = corners.clone()
         ok = torch.zeros(len(idx), dtype=torch.bool)
         r = torch.rand(len(idx), 4, generator=g)
         for k, i in enumerate(idx.tolist()):
-            h, w = self.images[i].shape
-            y, x = corners[k].tolist()
-            options = []
-            if y - 3 * p // 4 >= 0:
-                options.append((0, y - 3 * p // 4))
-            if y + 3 * p // 4 + p <= h:
-                options.append((y + 3 * p // 4, h - p))
-            yopt = options
-            options = []
-            if x - 3 * p // 4 >= 0:
-                options.append((0, x - 3 * p // 4))
-            if x + 3 * p // 4 + p <= w:
-                options.append((x + 3 * p // 4, w - p))
-            xopt = options
-            if not yopt and not xopt:
+            shape = self.images[i].shape
+            ranges = [far_ranges(pos, extent) for pos, extent in zip(corners[k].tolist(), shape)]
+            if not ranges[0] and not ranges[1]:
                 continue
             ok[k] = True
-            move_y = bool(yopt) and (not xopt or r[k, 0] < 0.5)
-            if move_y:
-                lo, hi = yopt[int(r[k, 1] * len(yopt)) % len(yopt)]
-                new[k, 0] = lo + int(r[k, 2] * (hi - lo + 1))
-                new[k, 1] = int(r[k, 3] * (w - p + 1))
-            else:
-                lo, hi = xopt[int(r[k, 1] * len(xopt)) % len(xopt)]
-                new[k, 1] = lo + int(r[k, 2] * (hi - lo + 1))
-                new[k, 0] = int(r[k, 3] * (h - p + 1))
+            axis = 0 if ranges[0] and (not ranges[1] or r[k, 0] < 0.5) else 1
+            lo, hi = ranges[axis][int(r[k, 1] * len(ranges[axis])) % len(ranges[axis])]
+            new[k, axis] = lo + int(r[k, 2] * (hi - lo + 1))
+            new[k, 1 - axis] = int(r[k, 3] * (shape[1 - axis] - p + 1))
         return new, ok
 
 
