@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ._images import to_gray01
+
 __all__ = ["phash_distance", "phash_dihedral_distance", "orb_ransac_distance", "BASELINES"]
 
 
@@ -29,19 +31,6 @@ def _pairs(images_a, images_b) -> tuple[list, list]:
     if len(a) != len(b):
         raise ValueError(f"`images_a` and `images_b` must be equally long, got {len(a)} and {len(b)}")
     return a, b
-
-
-def _gray01(img) -> np.ndarray:
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        a = a[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"images must be 2D (H, W) or RGB(A), got shape {a.shape}")
-    a = a.astype(np.float32)
-    if a.min() < 0 or a.max() > 1:
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return a
 
 
 def _pil(a: np.ndarray) -> Image.Image:
@@ -71,7 +60,7 @@ def phash_distance(images_a: Sequence[np.ndarray], images_b: Sequence[np.ndarray
     """Hamming distance of ``imagehash.phash`` (0 = identical hash, 64 = all bits differ)."""
     t0 = time.perf_counter()
     a, b = _pairs(images_a, images_b)
-    h = _Cache(lambda im: _hash_bits(_gray01(im)))
+    h = _Cache(lambda im: _hash_bits(to_gray01(im)))
     d = np.array([np.count_nonzero(h(x) != h(y)) for x, y in zip(a, b)], dtype=np.float64)
     return d, time.perf_counter() - t0
 
@@ -87,10 +76,10 @@ def phash_dihedral_distance(images_a: Sequence[np.ndarray], images_b: Sequence[n
     """phash Hamming distance, minimised over the 8 dihedral poses of ``b``, inverted or not."""
     t0 = time.perf_counter()
     a, b = _pairs(images_a, images_b)
-    ha = _Cache(lambda im: _hash_bits(_gray01(im)))
+    ha = _Cache(lambda im: _hash_bits(to_gray01(im)))
 
     def poses(im):
-        g = _gray01(im)
+        g = to_gray01(im)
         return np.stack([_hash_bits(p) for q in (g, 1.0 - g) for p in _dihedral(q)])  # (16, 64)
 
     hb = _Cache(poses)
@@ -105,7 +94,7 @@ def _orb_features(img, n_keypoints: int):
     """(keypoints (K, 2), descriptors (K, 256) bool) or None when ORB finds too little."""
     from skimage.feature import ORB
 
-    a = _gray01(img)
+    a = to_gray01(img)
     scale = 1.0
     if min(a.shape) < _ORB_MIN_SIDE:  # ORB's 31 px patches need some room
         scale = _ORB_MIN_SIDE / min(a.shape)

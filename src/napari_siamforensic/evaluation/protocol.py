@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .metrics import triplet_accuracy
+from ._images import to_gray01
 
 __all__ = ["PAPER_SYNTHETIC_ACCURACY", "paper_protocol", "sources_to_256"]
 
@@ -29,24 +30,11 @@ PAPER_SYNTHETIC_ACCURACY = 0.853731
 _SIDE, _OUT = 256, 128
 
 
-def _to_gray01(img) -> np.ndarray:
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        a = a[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"each source must be 2D (H, W) or RGB(A), got shape {a.shape}")
-    a = a.astype(np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0 or hi > 1:
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return a
-
-
 def sources_to_256(sources: Sequence[np.ndarray]) -> np.ndarray:
     """Centre 256 x 256 crop of each source (upscaled first if a side is shorter): (N, 256, 256)."""
     out = np.empty((len(sources), _SIDE, _SIDE), np.float32)
     for i, s in enumerate(sources):
-        a = _to_gray01(s)
+        a = to_gray01(s, "each source")
         h, w = a.shape
         if min(h, w) < _SIDE:
             f = _SIDE / min(h, w)

@@ -32,6 +32,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ._images import to_gray01
+
 __all__ = [
     "FAMILIES",
     "MANIPULATIONS",
@@ -369,19 +371,6 @@ def _crop(a, box):
     return np.ascontiguousarray(a[box[0] : box[2], box[1] : box[3]], dtype=np.float32)
 
 
-def _prepare_parent(p) -> np.ndarray:
-    a = np.asarray(p)
-    if a.ndim == 3 and a.shape[-1] in (3, 4):
-        a = a[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"each parent must be 2D (H, W) or RGB(A) (H, W, 3|4), got shape {a.shape}")
-    a = a.astype(np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0 or hi > 1:
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return a
-
-
 def make_reuse_set(
     parents: list[np.ndarray],
     seed: int,
@@ -425,7 +414,7 @@ def make_reuse_set(
     for f in families:
         if f not in FAMILIES:
             raise ValueError(f"unknown manipulation family {f!r}; expected some of {FAMILIES}")
-    imgs = [_prepare_parent(p) for p in parents]
+    imgs = [to_gray01(p, "each parent") for p in parents]
     if groups is not None and len(groups) != len(imgs):
         raise ValueError(f"`groups` must have one entry per parent ({len(imgs)}), got {len(groups)}")
     out = []
