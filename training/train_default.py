@@ -78,6 +78,10 @@ def main():
     ap.add_argument("--generated", type=int, default=1200)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--smooth", type=int, default=0, help="add this many clean smooth scenes (seeds 500000+)")
+    ap.add_argument("--group-negatives", type=float, default=0.3,
+                    help="fraction of negatives drawn from another image of the same kind (TrainConfig.group_negative_fraction)")
+    ap.add_argument("--hard-negatives", type=float, default=0.5,
+                    help="fraction of negatives from another region of the anchor's image (TrainConfig.hard_negative_fraction)")
     ap.add_argument("--init", default=None, help="start from this model/checkpoint (fine-tuning, fresh optimiser)")
     ap.add_argument("--export", default=None, help="write the checkpoint's weights as a float16 model file and stop")
     args = ap.parse_args()
@@ -112,7 +116,8 @@ def main():
     groups = [n.rsplit(".", 1)[0] if n.startswith("generated.") else n.split(".")[0] for n, _ in items]
     config = sf.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
                             eval_every=250, checkpoint_every=100, validation_triplets=512,
-                            checkpoint_dir=str(out))
+                            checkpoint_dir=str(out), group_negative_fraction=args.group_negatives,
+                            hard_negative_fraction=args.hard_negatives)
     (out / "config.json").write_text(config.to_json())
     resume = ckpt if ckpt.exists() else None
     last = time.perf_counter()

@@ -122,6 +122,22 @@ def test_pdf_embedded_image_matches_the_file_it_came_from(tmp_path, model):
     assert best["distance"] < 0.5 * res.pairs["distance"].iloc[1]
 
 
+def test_rendered_pdf_page_is_not_paired_with_its_own_images(tmp_path, model):
+    from napari_siamforensic.screening import SourceOptions
+
+    picture = Image.fromarray(scene8(44, 150))
+    picture.save(tmp_path / "paper.pdf", "PDF", resolution=100)
+    Image.fromarray(scene8(44, 150)[:, ::-1].copy()).save(tmp_path / "copy.png")
+    res = screen([str(tmp_path / "paper.pdf"), str(tmp_path / "copy.png")], model, localize=0,
+                 options=SourceOptions(pdf_pages="always", split_panels=False))
+    kinds = res.items.set_index("id")["kind"]
+    assert sorted(kinds) == ["image", "pdf-image", "pdf-page"]
+    pair_kinds = [{kinds[int(a)], kinds[int(b)]} for a, b in zip(res.pairs["a"], res.pairs["b"])]
+    assert {"pdf-page", "pdf-image"} not in pair_kinds     # the page contains that image
+    assert {"image", "pdf-image"} in pair_kinds            # the copy is still found
+    assert res.info["dropped_page_self_pairs"] == 1
+
+
 def test_pdf_page_without_images_is_rendered(tmp_path, model):
     import pypdfium2 as pdfium
 

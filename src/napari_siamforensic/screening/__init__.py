@@ -30,7 +30,8 @@ from .index import (METRICS, MODES, EmbeddingStore, Vectors, best_poses, embed_p
                     have_faiss, iter_candidate_pairs)
 from .localize import Localizer, Match, localize, pose_match
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
-from .sources import FileDone, Item, ItemRef, Skipped, SourceOptions, iter_sources, load_item_image
+from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
+                      load_item_image)
 
 __all__ = ["screen", "iter_screen", "ScreenProgress", "ScreenResult", "SourceOptions", "localize",
            "Match", "resolve_model"]
@@ -233,6 +234,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     if threshold is not None:
         keep = d <= threshold
         a, b, d = a[keep], b[keep], d[keep]
+    # a rendered PDF page contains its own embedded images: such a pair is not evidence
+    keep = np.array([not contains_the_other(refs[i], refs[j]) for i, j in zip(a.tolist(), b.tolist())], bool)
+    n_contained = int((~keep).sum()) if len(keep) else 0
+    if n_contained:
+        a, b, d = a[keep], b[keep], d[keep]
     t_search = time.perf_counter() - t0 - t_embed
 
     # transforms of the best pose for every pair; keypoint localisation for the best ones
@@ -281,14 +287,14 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
 
     pairs = pd.DataFrame({
         "a": a.astype(np.int64), "b": b.astype(np.int64), "distance": d.astype(np.float64),
-        "probability": 1.0 / (1.0 + np.exp(-(1.0 - d.astype(np.float64)))),
+        "probability": model.probability_from_distance(d).astype(np.float64),
         "transform": pd.Series(transform, dtype=object),
         "box_a": pd.Series(box_a, dtype=object), "box_b": pd.Series(box_b, dtype=object),
         "inliers": inliers, "method": pd.Series(method, dtype=object),
     }, columns=PAIR_COLUMNS) if len(a) else empty_frame(PAIR_COLUMNS)
     info = {"model": model.identity(), "poses": poses, "mode": mode, "candidates": candidates,
             "metric": metric, "index": "faiss" if (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within" else "torch",
-            "items": len(refs), "restored": n_restored, "seconds_embed": round(t_embed, 2),
+            "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
             "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
             "store": str(store) if store is not None else None}
     result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_all), info, thumbs)

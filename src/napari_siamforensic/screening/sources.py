@@ -77,6 +77,15 @@ class Skipped:
     page: int | None = None
 
 
+def contains_the_other(a: ItemRef, b: ItemRef) -> bool:
+    """True when one item is part of the other's pixels: a rendered PDF page (``object`` -1)
+    and an embedded image (or a panel of one) of the same page of the same file. Such pairs
+    match by construction and are dropped from a screen."""
+    if a.source != b.source or a.page != b.page or {a.kind, b.kind} != {"pdf-page", "pdf-image"}:
+        return False
+    return True
+
+
 def _gray(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
@@ -400,4 +409,5 @@ def load_item_image(ref: ItemRef, arrays: dict[str, np.ndarray] | None = None, *
 
 
 __all__ = ["ItemRef", "Item", "Skipped", "FileDone", "SourceOptions", "iter_sources", "expand_sources", "iter_file", "load_item_image",
+           "contains_the_other",
            "MIN_PANEL_SIDE", "PDF_PAGE_MODES"]
