@@ -1,4 +1,4 @@
-"""The ``siamforensic`` command: train, score, pairwise, screen, evaluate, sheet, demo.
+"""The ``siamforensic`` command: train, score, pairwise, screen, segment, evaluate, sheet, demo.
 
 Every subcommand is a thin shell around library calls (``napari_siamforensic`` and its
 ``core`` / ``evaluation`` packages). Bad input ends with exit code 2 and one line
@@ -877,6 +877,66 @@ def _cmd_sheet(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# segment
+# --------------------------------------------------------------------------------------------
+
+def _add_segment_parser(sub) -> None:
+    p = sub.add_parser(
+        "segment", formatter_class=_Formatter, help="apply a saved scribble segmenter to many images",
+        description="Applies a segmenter saved by the Segment widget or Segmenter.save() to image files "
+                    "and folders (searched recursively), writing one label TIFF per input "
+                    "(<name>_labels.tif) beside it or into --out. Files that cannot be read or "
+                    "segmented are reported and skipped; the others are still written. Existing label "
+                    "files are kept unless --overwrite.")
+    p.add_argument("segmenter", metavar="SEGMENTER", help="the segmenter file written by Segmenter.save() or the Segment widget")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders")
+    p.add_argument("--out", metavar="DIR", default=None, help="write the label images here instead of beside the inputs")
+    p.add_argument("--model", metavar="PATH", default=None,
+                   help="the forensic model file the segmenter was fitted with; needed unless it was fitted "
+                        "with the bundled default model")
+    p.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    p.add_argument("--device", metavar="DEVICE", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _cmd_segment(args) -> int:
+    from .core.segment import Segmenter
+    from .core.segment_batch import segment_files
+
+    if not Path(args.segmenter).exists():
+        raise CliError(f"segmenter {args.segmenter!r} not found")
+    _check_sources_exist(args.images)
+    try:
+        seg = Segmenter.load(args.segmenter, model=args.model, device=args.device)
+    except ValueError as exc:   # the library's hint names its argument; here it is an option
+        raise CliError(str(exc).replace("Segmenter.load(path, model=...)", "--model PATH")) from None
+    reports = segment_files(seg, list(args.images), out_dir=args.out, overwrite=args.overwrite)
+    bar = None
+    written, failed = 0, []
+    try:
+        for r in reports:
+            if bar is None and not args.no_progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=r.total, unit="file", desc="segment", file=sys.stderr)
+            if bar is not None:
+                bar.update(1)
+            if r.error is None:
+                written += 1
+                print(f"{r.source} -> {r.output}")
+            else:
+                failed.append((r.source, r.error))
+    finally:
+        if bar is not None:
+            bar.close()
+    for src, why in failed:
+        print(f"skipped {src}: {_one_line(why)}", file=sys.stderr)
+    print(f"{written} label image(s) written, {len(failed)} file(s) skipped")
+    return EXIT_OK if written or not failed else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------
 
@@ -1020,7 +1080,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, formatter_class=_Formatter,
         description="Find manipulated image duplicates with the forensic siamese network: train it, "
-                    "score pairs and whole matrices, screen corpora of figures and PDFs, evaluate it, "
+                    "score pairs and whole matrices, screen corpora of figures and PDFs, segment images with a "
+                    "saved scribble segmenter, evaluate it, "
                     "look at its training data.",
         epilog=f"'{PROG} COMMAND --help' documents every option of a command. Exit codes: 0 success, "
                "1 the work failed, 2 bad input, 130 interrupted (Ctrl-C).")
@@ -1031,6 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(sub)
     _add_pairwise_parser(sub)
     _add_screen_parser(sub)
+    _add_segment_parser(sub)
     _add_evaluate_parser(sub)
     _add_sheet_parser(sub)
     _add_demo_parser(sub)
