@@ -332,18 +332,27 @@ def main(argv=None):
     p.add_argument("--localize", type=int, default=100, help="planted pairs to localise per corpus")
     p.add_argument("--no-exhaustive", dest="exhaustive", action="store_false")
     p.add_argument("--no-panels", dest="panels", action="store_false")
-    p.add_argument("--workdir", default=None)
+    p.add_argument("--workdir", default=None, help="folder for the generated corpora (created)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (by default the benchmark, like the siamforensic "
+                        "command, calls core.devices.retain_freed_memory())")
     args = p.parse_args(argv)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
 
     import torch
 
     from napari_siamforensic.screening import resolve_model
 
+    from napari_siamforensic.core.devices import retain_freed_memory
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    retained = False if args.default_malloc else retain_freed_memory()
     model = resolve_model(args.model)
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads "
-          f"{torch.get_num_threads()}, load average at start {os.getloadavg()}")
+          f"{torch.get_num_threads()}, load average at start {os.getloadavg()}, "
+          f"freed memory retained (mallopt): {retained}")
     print(f"model: {args.model or 'bundled default'} ({model.identity()}), precision {model.precision}, "
           f"poses {args.poses}\n")
     if args.panels:

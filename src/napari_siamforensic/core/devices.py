@@ -65,3 +65,36 @@ def make_generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
+
+
+_RETAINED = False
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory in the process instead of giving large blocks back
+    to the system (``mallopt``: no ``mmap`` for big blocks, no trimming). Every forward pass on
+    the CPU allocates activation buffers of tens to hundreds of MB; by default each is a fresh
+    ``mmap`` that the kernel page-faults in again, which costs about as much CPU time as the
+    arithmetic. Same results, about half the CPU time for embedding, at the price of a larger
+    resident set (the process keeps its peak). Process-wide: the ``siamforensic`` command calls
+    it for its embedding-heavy subcommands; call it yourself in a script that embeds many images.
+
+    Returns True when applied (Linux with glibc), False elsewhere (nothing changes).
+    """
+    global _RETAINED
+    if _RETAINED:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):     # musl and other libcs have no mallopt
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4   # from glibc's malloc.h
+    _RETAINED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
+    return _RETAINED
