@@ -46,6 +46,24 @@ def test_uneven_figure_with_labels():
     assert sorted(big) == sorted(truth)
 
 
+@pytest.mark.parametrize("quality", [75, 85])
+def test_jpeg_specks_and_letters_in_gutters_do_not_merge_panels(quality):
+    # JPEG leaves specks of up to ~5 % of the range in the gutters (beyond the 3 % tolerance),
+    # and a letter sits above every panel: gutter rows are then only ~90-97 % background
+    import io
+
+    from PIL import Image
+
+    for background, (rows, cols, side, gutter) in ((255, (3, 3, 80, 9)), (0, (2, 4, 64, 8))):
+        fig, truth = grid_figure(background, rows=rows, cols=cols, side=side, gutter=gutter, label=True)
+        buf = io.BytesIO()
+        Image.fromarray(fig).save(buf, "JPEG", quality=quality)
+        jpeg = np.asarray(Image.open(buf))
+        got = split_panels(jpeg)
+        assert len(got) == len(truth), (background, got)
+        assert all(max(box_iou(g, t) for g in got) >= 0.9 for t in truth)
+
+
 def test_single_images_are_not_split():
     for seed in range(40):
         assert len(split_panels(scene8(seed, 200))) <= 1

@@ -50,10 +50,24 @@ def background_value(gray: np.ndarray, tolerance: float) -> float | None:
     return float(np.median(values[bins == mode]))
 
 
+def _small_marks(content: np.ndarray, max_side: int) -> np.ndarray:
+    """Pixels of the connected pieces of ``content`` whose bounding box is at most
+    ``max_side`` px on both sides: panel letters, arrows and other marks in gutters."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(content)
+    if n == 0:
+        return np.zeros_like(content)
+    small = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        small[i] = sl[0].stop - sl[0].start <= max_side and sl[1].stop - sl[1].start <= max_side
+    return small[lab]
+
+
 def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int = 2,
                  max_panels: int = 256, min_edge_content: float = 0.6,
                  gutter_fill: float = 0.98, trim_fill: float = 0.8,
-                 halo: int = 8) -> list[Box]:
+                 halo: int = 8, mark_side: int | None = None, mark_fill: float = 0.85) -> list[Box]:
     """Boxes of the panels of a figure, in reading order; ``[]`` when it has no gutters.
 
     Parameters
@@ -71,6 +85,11 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
     trim_fill, halo : float, int
         Up to ``halo`` edge rows/columns of a panel with at least ``trim_fill`` background
         are trimmed off (JPEG rings around panel edges).
+    mark_side, mark_fill : int or None, float
+        Panel letters, JPEG specks and other small marks (connected pieces at most
+        ``mark_side`` px on both sides; None: 6 % of the figure's shorter side, at least
+        12 px) do not stop a row or column from being a gutter, as long as at least
+        ``mark_fill`` of it is background. 0 turns this off.
     min_edge_content : float
         Panels are rectangles of content: when, weighted by area, less than this share of the
         pieces' box edges is content, the image is one picture on a flat background (sparse
@@ -98,6 +117,9 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
     if bg is None or min(bg, 1.0 - bg) > 2 * tolerance:
         return []
     is_bg = np.abs(gray - bg) <= tolerance
+    side = max(12, int(0.06 * min(gray.shape))) if mark_side is None else int(mark_side)
+    # for finding gutters only: marks count as background (trimming and checks use is_bg)
+    gutter_bg = is_bg | _small_marks(~is_bg, side) if side > 0 else is_bg
 
     out: list[Box] = []
 
@@ -119,9 +141,10 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         if y1 - y0 - top - bottom < 1 or x1 - x0 - left - right < 1:
             return
         y0, y1, x0, x1 = y0 + top, y1 - bottom, x0 + left, x1 - right
-        sub = is_bg[y0:y1, x0:x1]
+        sub, clean = is_bg[y0:y1, x0:x1], gutter_bg[y0:y1, x0:x1]
         for axis in (axis_first, 1 - axis_first):
-            flags = (sub.mean(1) if axis == 0 else sub.mean(0)) >= gutter_fill
+            flags = ((clean.mean(1) if axis == 0 else clean.mean(0)) >= gutter_fill) & \
+                    ((sub.mean(1) if axis == 0 else sub.mean(0)) >= mark_fill)
             gutters = [(a, b) for a, b in _runs(flags) if b - a >= min_gutter]
             if not gutters or len(out) >= max_panels:
                 continue
