@@ -56,7 +56,8 @@ def make_panel(seed: int, shape) -> np.ndarray:
         pts = np.zeros(shape)
         n = rng.integers(20, 120)
         pts[rng.integers(0, h, n), rng.integers(0, w, n)] = rng.uniform(0.5, 1, n)
-        img = ndi.gaussian_filter(pts, rng.uniform(2, 6)) + 0.02 * _power_noise(rng, shape, 2.5)
+        blobs = ndi.gaussian_filter(pts, rng.uniform(2, 6))
+        img = blobs / (blobs.max() + 1e-12) + 0.02 * _power_noise(rng, shape, 2.5)
     elif kind == 1:    # cells: thresholded smooth noise with edges
         s = _power_noise(rng, shape, rng.uniform(3, 4))
         cells = (s > rng.uniform(-0.3, 0.5)).astype(float)
