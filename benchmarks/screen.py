@@ -321,10 +321,38 @@ def run_corpus(n, args, model):
     return rows
 
 
+PANEL_KINDS = ("blobs", "cells", "fibres", "texture")
+
+
+def kind_check(model, per_kind: int = 12, seed: int = 88_000_000):
+    """Per panel kind: the distance f (the model's pose minimum) between different panels of that
+    kind and between a panel and its planted copy (``plant_copy``, JPEG left out). Tells whether
+    a kind's panels are told apart at all."""
+    by = {k: [] for k in range(len(PANEL_KINDS))}
+    i = 0
+    while min(len(v) for v in by.values()) < per_kind:
+        k = int(np.random.default_rng(seed + i).integers(len(PANEL_KINDS)))   # make_panel's first draw
+        if len(by[k]) < per_kind:
+            by[k].append(make_panel(seed + i, (200, 200)))
+        i += 1
+    rows = []
+    for k, ims in by.items():
+        m = model.pairwise(ims)
+        neg = m[np.triu_indices(len(ims), 1)]
+        half = len(ims) // 2
+        pos = np.asarray(model.distance(ims[:half], [plant_copy(im, np.random.default_rng(j))[0]
+                                                     for j, im in enumerate(ims[:half])]))
+        rows.append((PANEL_KINDS[k], float(np.median(neg)), float((neg <= 1).mean()), float(np.median(pos)),
+                     float(pos.max())))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model file (default: the bundled model)")
-    p.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--n", type=int, nargs="*", default=[1000, 10000], help="corpus sizes (none: skip the corpora)")
+    p.add_argument("--kinds", type=int, default=0, metavar="N",
+                   help="also print, per panel kind, f between N different panels and of N/2 planted copies")
     p.add_argument("--k", type=int, nargs="+", default=[1, 10])
     p.add_argument("--poses", default="dihedral+invert")
     p.add_argument("--dup-fraction", type=float, default=0.05)
@@ -361,6 +389,15 @@ def main(argv=None):
         print("| panel splitting | " + " | ".join(r) + " |")
         print("|---" * (len(r) + 1) + "|")
         print("| generated figures | " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()) + " |\n")
+    if args.kinds:
+        print(f"| panel kind ({args.kinds} each) | median f, different panels | share of them with f <= 1 | "
+              f"median f, planted copies | largest f, planted copies |")
+        print("|---|---|---|---|---|")
+        for name, neg, share, pos, top in kind_check(model, args.kinds):
+            print(f"| {name} | {neg:.3f} | {share:.2f} | {pos:.3f} | {top:.3f} |")
+        print(flush=True)
+    if not args.n:
+        return
     results = {}
     for n in args.n:
         results[n] = run_corpus(n, args, model)
