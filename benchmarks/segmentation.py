@@ -121,6 +121,10 @@ def main(argv=None):
     ap.add_argument("--timing-size", type=int, default=1024)
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--forest", choices=("random", "extra"), default=None,
+                    help="the forest of every method in the accuracy table (default: the Segmenter's default)")
+    ap.add_argument("--big", type=int, default=0, metavar="N",
+                    help="also predict an N x N image tile by tile (e.g. 10000) and report the peak memory")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -142,9 +146,11 @@ def main(argv=None):
 
     forest = dict(n_jobs=args.threads, random_state=0)       # Segmenter's default forest otherwise
     if not args.skip_accuracy:
-        accuracy(args, model, random_model, forest)
+        accuracy(args, model, random_model, forest if args.forest is None else {**forest, "forest": args.forest})
     if not args.skip_timing:
         timing(args, model, forest)
+    if args.big:
+        big_image(args, model, forest)
     return 0
 
 
@@ -158,7 +164,7 @@ def accuracy(args, model, random_model, forest):
         "filters": lambda: Segmenter(model, blocks=(), filters=True, **forest),
     }
     names = list(methods) + ["skimage-mbf"]
-    print(f"# forest (all methods): forest={Segmenter().forest!r} "
+    print(f"# forest (all methods): forest={forest.get('forest', Segmenter().forest)!r} "
           f"n_estimators={Segmenter().n_estimators} min_samples_leaf={Segmenter().min_samples_leaf}")
     rows = []
     print(f"{'image':<22}{'painted':>8}  " + "  ".join(f"{n:>16}" for n in names) + "   (IoU / accuracy)")
@@ -238,6 +244,57 @@ def timing(args, model, forest):
     print(f"feature memory per {seg.tile_size} px tile: {seg.tile_size ** 2 * f * 4 / 2**20:.0f} MiB float32 "
           f"(window with halo {seg.feature_settings_.halo} px), independent of the image size")
     print(f"# load average at end: {os.getloadavg()}")
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def big_image(args, model, forest):
+    """Fit on a 1024 px scene, then predict an N x N image (the scene tiled) through
+    ``iter_predict``, writing each tile into a uint8 label image; peak resident memory is
+    sampled in a thread. Features exist for one tile at a time (the feature cache is kept small
+    here, ``cache_mb=64``), so the peak should not grow with N beyond the image itself, its
+    float32 working copy and the labels."""
+    import threading
+
+    from napari_siamforensic.core.segment import Segmenter
+    from napari_siamforensic.core.synthetic import EVALUATION_SEED_START, labelled_scene
+
+    n = args.big
+    img, lab = labelled_scene("nuclei", EVALUATION_SEED_START + 900, (1024, 1024))
+    labels = simulate_scribbles(lab > 0, seed=99)
+    seg = Segmenter(model, cache_mb=64, **forest).fit(img, labels)
+    reps = -(-n // 1024)
+    big = np.tile((img * 255).clip(0, 255).astype(np.uint8), (reps, reps))[:n, :n]
+    out = np.zeros((n, n), np.uint8)
+    base = _rss()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    with Clock() as c:
+        tiles = 0
+        for tp in seg.iter_predict(big):
+            out[tp.rows, tp.cols] = tp.labels
+            tiles += 1
+    stop.set()
+    t.join()
+    peak[0] = max(peak[0], _rss())
+    mib = 2 ** 20
+    print(f"# {n}x{n} uint8 image ({big.nbytes / mib:.0f} MiB; a float32 copy is {n * n * 4 / mib:.0f} MiB), "
+          f"{tiles} tiles of {seg.tile_size} px, {seg.n_features_in_} features: predicted in {c}; "
+          f"peak RSS {(peak[0] - base) / mib:.0f} MiB above the start of the prediction "
+          f"(a full float32 feature stack would be {n * n * seg.n_features_in_ * 4 / 2**30:.0f} GiB); "
+          f"foreground share {(out == 2).mean():.3f}")
 
 
 if __name__ == "__main__":
