@@ -81,9 +81,7 @@ def contains_the_other(a: ItemRef, b: ItemRef) -> bool:
     """True when one item is part of the other's pixels: a rendered PDF page (``object`` -1)
     and an embedded image (or a panel of one) of the same page of the same file. Such pairs
     match by construction and are dropped from a screen."""
-    if a.source != b.source or a.page != b.page or {a.kind, b.kind} != {"pdf-page", "pdf-image"}:
-        return False
-    return True
+    return a.source == b.source and a.page == b.page and {a.kind, b.kind} == {"pdf-page", "pdf-image"}
 
 
 def _gray(arr: np.ndarray) -> np.ndarray:
