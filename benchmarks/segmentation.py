@@ -121,6 +121,9 @@ def main(argv=None):
     ap.add_argument("--timing-size", type=int, default=1024)
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--sng-model", default=None, metavar="PATH",
+                    help="a model trained with geometric deformations only (SN[G], e.g. training/train_default.py "
+                         "--sng): adds its siam+filters column")
     ap.add_argument("--forest", choices=("random", "extra"), default=None,
                     help="the forest of every method in the accuracy table (default: the Segmenter's default)")
     ap.add_argument("--big", type=int, default=0, metavar="N",
@@ -146,7 +149,12 @@ def main(argv=None):
 
     forest = dict(n_jobs=args.threads, random_state=0)       # Segmenter's default forest otherwise
     if not args.skip_accuracy:
-        accuracy(args, model, random_model, forest if args.forest is None else {**forest, "forest": args.forest})
+        sng = load_model(args.sng_model, device="auto") if args.sng_model else None
+        if sng is not None:
+            print(f"# SN[G] model: {args.sng_model}, identity {sng.identity()}, "
+                  f"steps {sum(r.get('steps', 0) for r in sng.info.get('runs', [])) or '?'}")
+        accuracy(args, model, random_model, forest if args.forest is None else {**forest, "forest": args.forest},
+                 sng=sng)
     if not args.skip_timing:
         timing(args, model, forest)
     if args.big:
@@ -154,7 +162,7 @@ def main(argv=None):
     return 0
 
 
-def accuracy(args, model, random_model, forest):
+def accuracy(args, model, random_model, forest, sng=None):
     from napari_siamforensic.core.segment import Segmenter
 
     methods = {
@@ -163,6 +171,8 @@ def accuracy(args, model, random_model, forest):
         "random+filters": lambda: Segmenter(random_model, **forest),
         "filters": lambda: Segmenter(model, blocks=(), filters=True, **forest),
     }
+    if sng is not None:
+        methods["SN[G]+filters"] = lambda: Segmenter(sng, **forest)
     names = list(methods) + ["skimage-mbf"]
     print(f"# forest (all methods): forest={forest.get('forest', Segmenter().forest)!r} "
           f"n_estimators={Segmenter().n_estimators} min_samples_leaf={Segmenter().min_samples_leaf}")

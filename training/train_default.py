@@ -148,6 +148,8 @@ def main():
                     help="add this many flat-background scenes (spots, fibres: layout is their only difference)")
     ap.add_argument("--shared", type=int, default=0,
                     help="add this many shared-background scenes, in groups of 6 (hard same-kind negatives)")
+    ap.add_argument("--sng", action="store_true",
+                    help="SN[G]: geometric deformations only (DeformConfig.geometric_only()), as the paper's ablation")
     ap.add_argument("--geometry", choices=("paper", "mild"), default="paper",
                     help="'mild': rotation within 15 deg, scale 0.6-1.7, perspective 8 px (figure re-use rarely "
                          "goes further; dihedral poses are handled at scoring time) instead of the paper's ranges")
@@ -192,7 +194,7 @@ def main():
     # same-kind negatives: generated scenes grouped by kind, shared-background scenes by their
     # background, offline photos together, smooth ones together
     groups = [n.rsplit(".", 1)[0] if n.startswith(("generated.", "shared.")) else n.split(".")[0] for n, _ in items]
-    deform = sf.DeformConfig()
+    deform = sf.DeformConfig.geometric_only() if args.sng else sf.DeformConfig()
     if args.geometry == "mild":
         deform = deform.replace(rotation_deg=(-15.0, 15.0), scale=(0.6, 1.7), perspective_px=8.0, p_perspective=0.3)
     config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
