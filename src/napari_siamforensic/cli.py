@@ -270,12 +270,6 @@ def _load_model(path, device: str, precision: str = "fp32"):
         raise
 
 
-def _probability_of(distance):
-    import numpy as np
-
-    return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distance, dtype=np.float64))))
-
-
 def _format_matrix(matrix, names: list[str]) -> str:
     """``(N, N)`` distances as text: numbered columns, rows ``i name``."""
     n = len(names)
@@ -493,7 +487,8 @@ def _add_score_parser(sub) -> None:
     p = sub.add_parser(
         "score", formatter_class=_Formatter, help="score a pair of images: distance, probability, verdict",
         description="Is image B a manipulated copy of image A? Prints the forensic distance f, the "
-                    "'same' probability sigmoid(1 - f) and the verdict: 'duplicate' when f <= 1.")
+                    "'same' probability (the model's calibrated sigmoid(scale * (1 - f) + offset); sigmoid(1 - f) for "
+                    "an uncalibrated model) and the verdict: 'duplicate' when f <= 1.")
     p.add_argument("image_a", metavar="A", help="first image file")
     p.add_argument("image_b", metavar="B", help="second image file")
     _add_model_options(p)
@@ -509,7 +504,7 @@ def _cmd_score(args) -> int:
     (path_a, a), (path_b, b) = _collect_images([args.image_a, args.image_b])
     model = _load_model(args.model, args.device, args.precision)
     f = float(model.distance([a], [b], poses=args.poses)[0])
-    prob = float(_probability_of(f))
+    prob = float(model.probability_from_distance(f))
     verdict = "duplicate" if f <= 1.0 else "different"
     if args.json:
         print(json.dumps({"a": path_a, "b": path_b, "distance": f, "probability": prob, "verdict": verdict,
@@ -518,7 +513,8 @@ def _cmd_score(args) -> int:
         print(f"a            {path_a}")
         print(f"b            {path_b}")
         print(f"distance     {f:.4f}   (f; <= 1 means duplicate; poses: {args.poses})")
-        print(f"probability  {prob:.4f}   (sigmoid(1 - f))")
+        scale, offset = model.calibration
+        print(f"probability  {prob:.4f}   (sigmoid({scale:.4g} * (1 - f) {offset:+.4g}))")
         print(f"verdict      {verdict}")
     return EXIT_OK
 
@@ -559,7 +555,7 @@ def _cmd_pairwise(args) -> int:
     flagged = _flagged_pairs(matrix, args.threshold)
     print(f"pairs flagged as duplicates (f <= {args.threshold:g}): {len(flagged)}")
     for i, j, f in flagged:
-        print(f"  {names[i]}  <->  {names[j]}   f={f:.3f}  p={float(_probability_of(f)):.3f}")
+        print(f"  {names[i]}  <->  {names[j]}   f={f:.3f}  p={float(model.probability_from_distance(f)):.3f}")
     if args.csv:
         print(f"matrix written to {args.csv}")
     return EXIT_OK
@@ -1057,7 +1053,7 @@ def _cmd_demo(args) -> int:
     print(f"pairs flagged as duplicates (f <= 1): {len(flagged)}")
     for i, j, f in flagged:
         tag = "planted duplicate" if (i, j) in planted else "FALSE ALARM"
-        print(f"  {names[i]:<9} <-> {names[j]:<9} f={f:.3f}  p={float(_probability_of(f)):.3f}  {tag}")
+        print(f"  {names[i]:<9} <-> {names[j]:<9} f={f:.3f}  p={float(model.probability_from_distance(f)):.3f}  {tag}")
     n = len(items)
     found = sum((i, j) in planted for i, j, _ in flagged)
     false = len(flagged) - found
