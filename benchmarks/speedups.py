@@ -132,14 +132,18 @@ def cpu_time(fn) -> float:
 TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 
-def allocator_child() -> dict:
+def allocator_child(mallopt: bool = False) -> dict:
     """Embedding (batch 256, fp32 and bf16) and a training step (bf16, batch 32, fixed batch),
-    user and system CPU seconds, peak RSS."""
+    user and system CPU seconds, peak RSS. ``mallopt``: first call
+    ``core.devices.retain_freed_memory()`` (the same limits as the tunables, set at run time)."""
     from _common import make_trainer, train_step, training_pool
 
     import napari_siamforensic as sf
+    from napari_siamforensic.core.devices import retain_freed_memory
     from napari_siamforensic.core.model import SiameseNet
 
+    if mallopt and not retain_freed_memory():
+        raise SystemExit("retain_freed_memory() could not be applied (not glibc)")
     torch.set_num_threads(1)
     net = SiameseNet()
     net.reset_parameters(torch.Generator().manual_seed(0))
@@ -172,8 +176,10 @@ def allocator_section() -> None:
         print("allocator: glibc tunables apply on Linux only; skipped")
         return
     res = {}
-    for name, env in (("default malloc", {}), ("tuned malloc", {"GLIBC_TUNABLES": TUNED_MALLOC})):
-        r = subprocess.run([sys.executable, __file__, "--allocator-child"], capture_output=True, text=True,
+    variants = (("default malloc", [], {}), ("tuned malloc", [], {"GLIBC_TUNABLES": TUNED_MALLOC}),
+                ("mallopt", ["--mallopt"], {}))
+    for name, extra, env in variants:
+        r = subprocess.run([sys.executable, __file__, "--allocator-child", *extra], capture_output=True, text=True,
                            env={**os.environ, **env})
         if r.returncode:
             print(f"allocator child failed:\n{r.stderr[-2000:]}")
@@ -185,17 +191,24 @@ def allocator_section() -> None:
         for name in res:
             d = res[name][job]
             cells += [f"{d['user']:.2f} / {d['sys']:.2f}", f"{d['n'] / (d['user'] + d['sys']):.0f}"]
-        a, b = res["default malloc"][job], res["tuned malloc"][job]
-        cells.append(f"{(a['user'] + a['sys']) / (b['user'] + b['sys']):.2f}x")
+        a = res["default malloc"][job]
+        for name in ("tuned malloc", "mallopt"):
+            b = res[name][job]
+            cells.append(f"{(a['user'] + a['sys']) / (b['user'] + b['sys']):.2f}x")
         rows.append(cells)
-    rows.append(["peak RSS MiB", str(res["default malloc"]["peak_mib"]), "", str(res["tuned malloc"]["peak_mib"]),
-                 "", ""])
-    same = all(res["default malloc"][j]["sum"] == res["tuned malloc"][j]["sum"] for j in ("embed fp32", "embed bf16"))
-    print(f"allocator: GLIBC_TUNABLES={TUNED_MALLOC}; 1 thread; CPU seconds user / system per call "
+    peak = ["peak RSS MiB"]
+    for name in res:
+        peak += [str(res[name]["peak_mib"]), ""]
+    rows.append(peak + ["", ""])
+    same = all(res["default malloc"][j]["sum"] == res[name][j]["sum"]
+               for j in ("embed fp32", "embed bf16") for name in ("tuned malloc", "mallopt"))
+    print(f"allocator: tuned = GLIBC_TUNABLES={TUNED_MALLOC} at start-up; mallopt = "
+          f"core.devices.retain_freed_memory() at run time; 1 thread; CPU seconds user / system per call "
           f"(embedding: 256 images at batch 256; train step: forward + backward + Adam on a fixed batch)")
     print(table(rows, ["job", "default: user / sys s", "default: items per CPU-s", "tuned: user / sys s",
-                       "tuned: items per CPU-s", "speed-up"]))
-    print(f"embeddings identical under both allocators: {same}; {load()}")
+                       "tuned: items per CPU-s", "mallopt: user / sys s", "mallopt: items per CPU-s",
+                       "speed-up tuned", "speed-up mallopt"]))
+    print(f"embeddings identical under all three: {same}; {load()}")
 
 
 def deform_section():
@@ -264,9 +277,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("deform", "allocator"), default=None)
     ap.add_argument("--allocator-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.allocator_child:
-        print(json.dumps(allocator_child()))
+        print(json.dumps(allocator_child(args.mallopt)))
         return
     torch.set_num_threads(1)
     print(machine_line())
