@@ -322,6 +322,31 @@ def test_a_single_source_gives_only_same_image_negatives(small_train_config):
         assert overlap_fraction(ca, cd, 128) <= 0.25
 
 
+def test_hard_negative_room_needs_seven_quarters_of_the_patch():
+    sampler = PatchSampler([np.zeros((447, 447), np.float32), np.zeros((300, 448), np.float32)], 256)
+    assert sampler.hard_negative_gap == 192
+    assert sampler.has_hard_negative_room().tolist() == [False, True]
+
+
+def test_small_sources_warn_that_hard_negatives_are_rare(small_train_config):
+    """A 384 px pool with 256 px patches has no room for hard negatives at all: say so, with the
+    share that will really be hard, instead of training silently without them."""
+    cfg = small_train_config.replace(patch_size=256, hard_negative_fraction=0.5)
+    with pytest.warns(UserWarning, match=r"3 of 3 training images are shorter than 448 px.*about 0% of negatives"):
+        make_spy([scene(i, 384) for i in range(3)], cfg)
+
+
+def test_big_enough_sources_do_not_warn(small_train_config, recwarn):
+    make_spy([scene(i, 400) for i in range(3)], small_train_config.replace(hard_negative_fraction=0.5))
+    assert not [w for w in recwarn if "hard_negative_fraction" in str(w.message)]
+
+
+def test_a_single_small_source_is_refused(small_train_config):
+    """Its only negatives would be the anchor's own patch."""
+    with pytest.raises(ValueError, match=r"single image needs it to be at least 448 px.*\(300, 300\)"):
+        make_spy([scene(0, 300)], small_train_config.replace(patch_size=256))
+
+
 def test_triplets_anchor_is_the_centre_of_the_same_partners_source(small_train_config):
     """With no deformation and no clutter, "same" is exactly the anchor and "different" is not."""
     cfg = small_train_config.replace(deform=sf.DeformConfig.none(), p_deform_negative=0.0)

@@ -182,7 +182,9 @@ class TrainConfig(_JsonMixin):
         fp32 elsewhere.
     hard_negative_fraction : float
         Share of "different" images cut from another region of the anchor's own source image
-        (the paper's own suggestion); the rest come from other sources.
+        (the paper's own suggestion); the rest come from other sources. Only a source at least
+        7/4 ``patch_size`` long on one side (448 px for 256 px patches) has room for one; the
+        others give ordinary negatives, and ``iter_train`` warns how many do.
     group_negative_fraction : float
         Of the remaining negatives, the share taken from another image of the anchor's group
         (its folder, or the ``groups`` label given to ``iter_train``): different images of the

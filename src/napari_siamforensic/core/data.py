@@ -157,11 +157,25 @@ class PatchSampler:
             ok[k] = True
         return out, ok
 
+    @property
+    def hard_negative_gap(self) -> int:
+        """How far (px) a hard negative's patch moves from the anchor's: 3/4 of the patch side,
+        so that even a negative shrunk by the deformation (scale 0.5) shows none of the
+        anchor's centre crop."""
+        return 3 * self.patch_size // 4
+
+    def has_hard_negative_room(self) -> np.ndarray:
+        """``(n_images,)`` bool: whether each source is long enough (``patch_size`` plus
+        :attr:`hard_negative_gap` along one side, 448 px for 256 px patches) to hold two
+        patches that far apart."""
+        need = self.patch_size + self.hard_negative_gap
+        return np.array([max(im.shape) >= need for im in self.images], dtype=bool)
+
     def hard_negative_corners(self, idx: torch.Tensor, corners: torch.Tensor, g: torch.Generator):
         """For each source, a corner whose patch overlaps the given one by at most a quarter of
         its side along the axis it moved; ``ok`` is False where the image has no such room."""
         p = self.patch_size
-        gap = 3 * p // 4
+        gap = self.hard_negative_gap
 
         def far_ranges(pos: int, extent: int) -> list[tuple[int, int]]:
             """Ranges of start positions along one axis at least ``gap`` away from ``pos``."""

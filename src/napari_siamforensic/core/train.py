@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -58,6 +59,21 @@ class TripletSampler:
         self.deformer = Deformer(config.deform, config.patch_size, out)
         self.clutter = Clutter(config.deform, out)
         self.n_images = len(images)
+        room = self.patches.has_hard_negative_room()
+        need = config.patch_size + self.patches.hard_negative_gap
+        if self.n_images == 1 and not room[0]:
+            raise ValueError(f"training on a single image needs it to be at least {need} px along one side "
+                             f"(patch_size {config.patch_size} plus {self.patches.hard_negative_gap} px between "
+                             f"two patches), because its negatives are other regions of it; got an image of "
+                             f"shape {images[0].shape}. Add more images or use a smaller `patch_size`")
+        share = config.hard_negative_fraction * float(self.patches.weights[torch.from_numpy(room)].sum())
+        if self.n_images > 1 and share < 0.8 * config.hard_negative_fraction:
+            warnings.warn(f"hard_negative_fraction={config.hard_negative_fraction}: {int((~room).sum())} of "
+                          f"{self.n_images} training images are shorter than {need} px on both sides "
+                          f"(patch_size {config.patch_size} plus {self.patches.hard_negative_gap} px between the "
+                          f"two patches), so they cannot give a hard negative (another region of the same "
+                          f"image) and give an ordinary one instead: about {share:.0%} of negatives will be "
+                          f"hard. Use larger images or a smaller `patch_size` for more.", UserWarning, stacklevel=3)
 
     def sample(self, batch_size: int, g: torch.Generator):
         cfg, ps = self.config, self.patches
