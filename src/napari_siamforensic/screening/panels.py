@@ -1,7 +1,9 @@
 """Multi-panel figures -> panel boxes, by recursive cuts along uniform gutters (an XY-cut).
 
-A gutter is a full row or column (within the part of the figure being cut) whose pixels all
-lie within ``tolerance`` of the figure's background colour. The background colour is found,
+A gutter is a full row or column (within the part of the figure being cut) whose pixels lie
+near the figure's background colour: within ``tolerance`` on average and, but for small marks
+such as panel letters, within ``gutter_tolerance`` each (JPEG scatters a gutter's pixels).
+The background colour is found,
 not assumed: it is the most common value among the figure's flat rows and columns, and it
 must be the figure's lightest or darkest colour (so white and black backgrounds work, and a
 flat mid-gray stripe inside a photograph is not taken for a gutter). Cuts alternate between rows and columns until
@@ -37,10 +39,19 @@ def _lead(flags: np.ndarray, limit: int) -> int:
     return int(head.size if head.all() else np.argmin(head))
 
 
-def background_value(gray: np.ndarray, tolerance: float) -> float | None:
-    """The figure's gutter colour: the most common value of its flat rows/columns, or None."""
-    rows = gray.max(1) - gray.min(1) <= tolerance
-    cols = gray.max(0) - gray.min(0) <= tolerance
+def background_value(gray: np.ndarray, tolerance: float, spread: float | None = None) -> float | None:
+    """The figure's gutter colour: the most common value of its flat rows/columns, or None.
+
+    A row is flat when its values span at most ``spread`` (None: ``tolerance``) and stray from
+    its median by at most ``tolerance`` on average: a JPEG-compressed gutter is flat on average
+    but scattered by its rings."""
+    spread = tolerance if spread is None else spread
+
+    def flat(axis):
+        med = np.median(gray, axis=axis, keepdims=True)
+        return (np.ptp(gray, axis=axis) <= spread) & (np.abs(gray - med).mean(axis) <= tolerance)
+
+    rows, cols = flat(1), flat(0)
     values = np.concatenate([gray[rows].mean(1), gray[:, cols].mean(0)])
     if values.size == 0:
         return None
@@ -67,7 +78,8 @@ def _small_marks(content: np.ndarray, max_side: int) -> np.ndarray:
 def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int = 2,
                  max_panels: int = 256, min_edge_content: float = 0.6,
                  gutter_fill: float = 0.98, trim_fill: float = 0.8,
-                 halo: int = 8, mark_side: int | None = None, mark_fill: float = 0.85) -> list[Box]:
+                 halo: int = 8, mark_side: int | None = None, mark_fill: float = 0.85,
+                 gutter_tolerance: float | None = None) -> list[Box]:
     """Boxes of the panels of a figure, in reading order; ``[]`` when it has no gutters.
 
     Parameters
@@ -90,6 +102,10 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         ``mark_side`` px on both sides; None: 6 % of the figure's shorter side, at least
         12 px) do not stop a row or column from being a gutter, as long as at least
         ``mark_fill`` of it is background. 0 turns this off.
+    gutter_tolerance : float or None
+        How far a gutter pixel may stray from the background while the row or column still
+        counts as a gutter, as long as the row's mean deviation stays within ``tolerance``: JPEG
+        rings scatter a thin gutter's pixels by up to ~0.1 of the range. None: 4 x ``tolerance``.
     min_edge_content : float
         Panels are rectangles of content: when, weighted by area, less than this share of the
         pieces' box edges is content, the image is one picture on a flat background (sparse
@@ -111,15 +127,19 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
     if not np.isfinite([lo, hi]).all() or hi - lo <= 0:
         return []
     gray = (gray - lo) / (hi - lo)
-    bg = background_value(gray, tolerance)
+    loose = 4 * tolerance if gutter_tolerance is None else float(gutter_tolerance)
+    bg = background_value(gray, tolerance, 2 * loose)
     # Figure backgrounds are the lightest or darkest colour of the figure (white or black
     # gutters); a flat stripe of a mid-gray inside a photo is not a gutter.
     if bg is None or min(bg, 1.0 - bg) > 2 * tolerance:
         return []
-    is_bg = np.abs(gray - bg) <= tolerance
+    dev = np.abs(gray - bg)
+    is_bg = dev <= tolerance
+    near_bg = dev <= loose
     side = max(12, int(0.06 * min(gray.shape))) if mark_side is None else int(mark_side)
     # for finding gutters only: marks count as background (trimming and checks use is_bg)
-    gutter_bg = is_bg | _small_marks(~is_bg, side) if side > 0 else is_bg
+    gutter_bg = near_bg | _small_marks(~near_bg, side) if side > 0 else near_bg
+    quiet = np.where(near_bg, dev, 0.0)    # JPEG scatter without the marks
 
     out: list[Box] = []
 
@@ -141,10 +161,10 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         if y1 - y0 - top - bottom < 1 or x1 - x0 - left - right < 1:
             return
         y0, y1, x0, x1 = y0 + top, y1 - bottom, x0 + left, x1 - right
-        sub, clean = is_bg[y0:y1, x0:x1], gutter_bg[y0:y1, x0:x1]
+        sub, clean, q = near_bg[y0:y1, x0:x1], gutter_bg[y0:y1, x0:x1], quiet[y0:y1, x0:x1]
         for axis in (axis_first, 1 - axis_first):
-            flags = ((clean.mean(1) if axis == 0 else clean.mean(0)) >= gutter_fill) & \
-                    ((sub.mean(1) if axis == 0 else sub.mean(0)) >= mark_fill)
+            a = 1 - axis
+            flags = (clean.mean(a) >= gutter_fill) & (sub.mean(a) >= mark_fill) & (q.mean(a) <= tolerance)
             gutters = [(a, b) for a, b in _runs(flags) if b - a >= min_gutter]
             if not gutters or len(out) >= max_panels:
                 continue
