@@ -163,8 +163,9 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         y0, y1, x0, x1 = y0 + top, y1 - bottom, x0 + left, x1 - right
         sub, clean, q = near_bg[y0:y1, x0:x1], gutter_bg[y0:y1, x0:x1], quiet[y0:y1, x0:x1]
         for axis in (axis_first, 1 - axis_first):
-            a = 1 - axis
-            flags = (clean.mean(a) >= gutter_fill) & (sub.mean(a) >= mark_fill) & (q.mean(a) <= tolerance)
+            along = 1 - axis     # average along the row (axis 0) or the column (axis 1)
+            flags = (clean.mean(along) >= gutter_fill) & (sub.mean(along) >= mark_fill) & \
+                (q.mean(along) <= tolerance)
             gutters = [(a, b) for a, b in _runs(flags) if b - a >= min_gutter]
             if not gutters or len(out) >= max_panels:
                 continue
