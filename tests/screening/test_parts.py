@@ -80,6 +80,19 @@ def test_thin_jpeg_gutters_without_a_margin_still_split(background):
     assert all(max(box_iou(g, t) for g in got) >= 0.9 for t in truth)
 
 
+def test_sparse_spots_on_black_are_not_shattered_into_specks():
+    # spots on a flat black background, with empty rows and columns between them: cutting
+    # along those leaves only specks, which is one picture, not a figure of specks
+    rng = np.random.default_rng(3)
+    img = np.zeros((150, 220), np.uint8)
+    for y in range(5, 140, 22):
+        for x in range(5, 210, 26):
+            h, w = rng.integers(3, 14, 2)
+            img[y:y + h, x:x + w] = rng.integers(120, 256)
+    assert split_panels(img) == []
+    assert len(split_panels(img, min_coverage=0.0)) > 20      # what the coverage check prevents
+
+
 def test_single_images_are_not_split():
     for seed in range(40):
         assert len(split_panels(scene8(seed, 200))) <= 1

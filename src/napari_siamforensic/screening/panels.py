@@ -79,7 +79,7 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
                  max_panels: int = 256, min_edge_content: float = 0.6,
                  gutter_fill: float = 0.98, trim_fill: float = 0.8,
                  halo: int = 8, mark_side: int | None = None, mark_fill: float = 0.85,
-                 gutter_tolerance: float | None = None) -> list[Box]:
+                 gutter_tolerance: float | None = None, min_coverage: float = 0.5) -> list[Box]:
     """Boxes of the panels of a figure, in reading order; ``[]`` when it has no gutters.
 
     Parameters
@@ -104,8 +104,14 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         ``mark_fill`` of it is background. 0 turns this off.
     gutter_tolerance : float or None
         How far a gutter pixel may stray from the background while the row or column still
-        counts as a gutter, as long as the row's mean deviation stays within ``tolerance``: JPEG
-        rings scatter a thin gutter's pixels by up to ~0.1 of the range. None: 4 x ``tolerance``.
+        counts as a gutter, as long as the row's mean deviation stays within ``tolerance`` and
+        the gutter's median row within half of it: JPEG rings scatter a thin gutter's pixels by
+        up to ~0.1 of the range, but little on average, while an empty band of a noisy
+        micrograph strays more on average. None: 4 x ``tolerance``.
+    min_coverage : float
+        Panels fill most of a figure: when the pieces at least 16 px on both sides cover less
+        than this share of the image, it is one picture shattered along its dark (or light)
+        background, not a figure, and ``[]`` is returned.
     min_edge_content : float
         Panels are rectangles of content: when, weighted by area, less than this share of the
         pieces' box edges is content, the image is one picture on a flat background (sparse
@@ -164,9 +170,12 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
         sub, clean, q = near_bg[y0:y1, x0:x1], gutter_bg[y0:y1, x0:x1], quiet[y0:y1, x0:x1]
         for axis in (axis_first, 1 - axis_first):
             along = 1 - axis     # average along the row (axis 0) or the column (axis 1)
-            flags = (clean.mean(along) >= gutter_fill) & (sub.mean(along) >= mark_fill) & \
-                (q.mean(along) <= tolerance)
-            gutters = [(a, b) for a, b in _runs(flags) if b - a >= min_gutter]
+            scatter = q.mean(along)
+            flags = (clean.mean(along) >= gutter_fill) & (sub.mean(along) >= mark_fill) & (scatter <= tolerance)
+            # a JPEG gutter is quiet on the whole (its lines stray ~0.004-0.012 from the
+            # background on average); an empty band of a noisy micrograph is not (~0.02)
+            gutters = [(a, b) for a, b in _runs(flags)
+                       if b - a >= min_gutter and np.median(scatter[a:b]) <= tolerance / 2]
             if not gutters or len(out) >= max_panels:
                 continue
             start = 0
@@ -198,6 +207,9 @@ def split_panels(image: np.ndarray, *, tolerance: float = 0.03, min_gutter: int 
             edge_fill += a * (1.0 - edge.mean())
             area += a
         if edge_fill < min_edge_content * area:
+            return []
+        covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in out if min(x1 - x0, y1 - y0) >= 16)
+        if covered < min_coverage * gray.size:
             return []
     return out
 
