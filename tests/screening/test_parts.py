@@ -122,6 +122,13 @@ def test_figure_panels_become_items_with_boxes():
     assert len(whole) == 1 and whole[0].ref.panel is None
 
 
+def test_a_figure_of_small_panels_only_is_kept_whole():
+    fig, truth = grid_figure(255, side=28, gutter=4, margin=2)     # four 28 px panels
+    assert split_panels(fig) == truth
+    events = list(iter_sources([fig]))
+    assert len(events) == 1 and hasattr(events[0], "image") and events[0].ref.panel is None
+
+
 def _blobs(size, seed):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]

@@ -215,8 +215,8 @@ def _emit(image: np.ndarray, base: ItemRef, opts: SourceOptions) -> Iterator[Ite
         yield Skipped(base.source, "image is blank (one constant value)", base.page)
         return
     boxes = split_panels(image) if opts.split_panels else []
-    if len(boxes) <= 1:
-        yield Item(base, image)
+    if len(boxes) <= 1 or all(min(x1 - x0, y1 - y0) < opts.min_panel_side for x0, y0, x1, y1 in boxes):
+        yield Item(base, image)     # a figure of small panels only is screened whole, not lost
         return
     for box in boxes:
         x0, y0, x1, y1 = box
