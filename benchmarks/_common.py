@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
@@ -286,3 +287,31 @@ def forward_flops(net: torch.nn.Module, input_size: int = 128) -> dict:
         pass
     net.train(was)
     return {"hooks": sum(f for _, f in per_layer), "flop_counter": counted, "per_layer": per_layer}
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval=0.05):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.start = self.proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)

@@ -26,13 +26,14 @@ import argparse
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
+
+from _common import PeakRSS
 
 # ----------------------------------------------------------------------------- generation
 
@@ -49,8 +50,13 @@ def _power_noise(rng, shape, beta):
 
 def make_panel(seed: int, shape) -> np.ndarray:
     """A microscopy-like gray panel in [0, 1] (blobs, cells, fibres or textures)."""
+    return panel_and_kind(seed, shape)[0]
+
+
+def panel_and_kind(seed: int, shape) -> tuple[np.ndarray, int]:
+    """:func:`make_panel`'s panel and its kind (an index into ``PANEL_KINDS``)."""
     rng = np.random.default_rng(seed)
-    kind = rng.integers(4)
+    kind = int(rng.integers(4))
     h, w = shape
     if kind == 0:      # fluorescent blobs
         pts = np.zeros(shape)
@@ -73,7 +79,7 @@ def make_panel(seed: int, shape) -> np.ndarray:
     img = np.clip((img - lo) / (hi - lo + 1e-9), 0, 1)
     if rng.random() < 0.5:
         img = 1 - img
-    return img ** rng.uniform(0.7, 1.4)
+    return img ** rng.uniform(0.7, 1.4), kind
 
 
 def plant_copy(img: np.ndarray, rng):
@@ -156,34 +162,6 @@ def make_figure(rng):
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; ``peak`` in bytes."""
-
-    def __init__(self, interval=0.05):
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.start = self.proc.memory_info().rss
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 def exhaustive_topk(vectors, k_values, block=256):
@@ -331,9 +309,9 @@ def kind_check(model, per_kind: int = 12, seed: int = 88_000_000):
     by = {k: [] for k in range(len(PANEL_KINDS))}
     i = 0
     while min(len(v) for v in by.values()) < per_kind:
-        k = int(np.random.default_rng(seed + i).integers(len(PANEL_KINDS)))   # make_panel's first draw
+        img, k = panel_and_kind(seed + i, (200, 200))
         if len(by[k]) < per_kind:
-            by[k].append(make_panel(seed + i, (200, 200)))
+            by[k].append(img)
         i += 1
     rows = []
     for k, ims in by.items():

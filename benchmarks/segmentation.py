@@ -256,20 +256,13 @@ def timing(args, model, forest):
     print(f"# load average at end: {os.getloadavg()}")
 
 
-def _rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
 def big_image(args, model, forest):
     """Fit on a 1024 px scene, then predict an N x N image (the scene tiled) through
     ``iter_predict``, writing each tile into a uint8 label image; peak resident memory is
     sampled in a thread. Features exist for one tile at a time (the feature cache is kept small
     here, ``cache_mb=64``), so the peak should not grow with N beyond the image itself, its
     float32 working copy and the labels."""
-    import threading
-
+    from _common import PeakRSS
     from napari_siamforensic.core.segment import Segmenter
     from napari_siamforensic.core.synthetic import EVALUATION_SEED_START, labelled_scene
 
@@ -280,29 +273,15 @@ def big_image(args, model, forest):
     reps = -(-n // 1024)
     big = np.tile((img * 255).clip(0, 255).astype(np.uint8), (reps, reps))[:n, :n]
     out = np.zeros((n, n), np.uint8)
-    base = _rss()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.05)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    with Clock() as c:
+    with PeakRSS() as mem, Clock() as c:
         tiles = 0
         for tp in seg.iter_predict(big):
             out[tp.rows, tp.cols] = tp.labels
             tiles += 1
-    stop.set()
-    t.join()
-    peak[0] = max(peak[0], _rss())
     mib = 2 ** 20
     print(f"# {n}x{n} uint8 image ({big.nbytes / mib:.0f} MiB; a float32 copy is {n * n * 4 / mib:.0f} MiB), "
           f"{tiles} tiles of {seg.tile_size} px, {seg.n_features_in_} features: predicted in {c}; "
-          f"peak RSS {(peak[0] - base) / mib:.0f} MiB above the start of the prediction "
+          f"peak RSS {(mem.peak - mem.start) / mib:.0f} MiB above the start of the prediction "
           f"(a full float32 feature stack would be {n * n * seg.n_features_in_ * 4 / 2**30:.0f} GiB); "
           f"foreground share {(out == 2).mean():.3f}")
 
