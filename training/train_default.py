@@ -157,6 +157,8 @@ def main():
                     help="fraction of negatives drawn from another image of the same kind (TrainConfig.group_negative_fraction)")
     ap.add_argument("--hard-negatives", type=float, default=0.5,
                     help="fraction of negatives from another region of the anchor's image (TrainConfig.hard_negative_fraction)")
+    ap.add_argument("--negative-poses", choices=("none", "dihedral", "dihedral+invert"), default="none",
+                    help="train each negative in its pose closest to the anchor (TrainConfig.negative_poses)")
     ap.add_argument("--init", default=None, help="start from this model/checkpoint (fine-tuning, fresh optimiser)")
     ap.add_argument("--export", default=None, help="write the checkpoint's weights as a float16 model file and stop")
     args = ap.parse_args()
@@ -200,7 +202,7 @@ def main():
     config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
                             eval_every=250, checkpoint_every=100, validation_triplets=512,
                             checkpoint_dir=str(out), group_negative_fraction=args.group_negatives,
-                            hard_negative_fraction=args.hard_negatives)
+                            hard_negative_fraction=args.hard_negatives, negative_poses=args.negative_poses)
     (out / "config.json").write_text(config.to_json())
     resume = ckpt if ckpt.exists() else None
     last = time.perf_counter()

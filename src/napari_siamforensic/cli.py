@@ -315,7 +315,7 @@ _TRAIN_FIELDS = {
     "momentum": "momentum", "weight_decay": "weight_decay", "seed": "seed", "device": "device",
     "precision": "precision", "channels_last": "channels_last", "patch_size": "patch_size",
     "hard_negative_fraction": "hard_negatives", "p_deform_negative": "deform_negatives",
-    "validation_triplets": "validation_triplets", "eval_every": "eval_every",
+    "negative_poses": "negative_poses", "validation_triplets": "validation_triplets", "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
 }
 
@@ -358,6 +358,10 @@ def _add_train_parser(sub) -> None:
                    help="share of 'different' images cut from another region of the anchor's own image")
     p.add_argument("--deform-negatives", type=_probability, default=d.p_deform_negative, metavar="P",
                    help="probability that the 'different' image is deformed too (so deformation is no cue)")
+    p.add_argument("--negative-poses", choices=POSES, default=d.negative_poses,
+                   help="train each 'different' image in its pose closest to the anchor, out of these poses "
+                        "(match the poses the model is scored with; 'dihedral+invert' costs about 2-3x "
+                        "the step time)")
     p.add_argument("--validation-triplets", metavar="N", type=_int_at_least(0), default=d.validation_triplets,
                    help="fixed validation triplets for the accuracy shown (0: no validation)")
     p.add_argument("--eval-every", metavar="N", type=_int_at_least(1), default=d.eval_every,

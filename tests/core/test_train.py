@@ -378,3 +378,37 @@ def test_train_rejects_group_labels_of_the_wrong_length():
     with pytest.raises(ValueError, match="groups"):
         next(sf.iter_train(imgs, sf.TrainConfig(steps=1, batch_size=2, patch_size=128, validation_triplets=0),
                            groups=["x", "y"]))
+
+
+def test_closest_pose_is_the_pose_that_distance_minimises(device):
+    from napari_siamforensic.core.scoring import ForensicModel, pose_stack
+    from napari_siamforensic.core.train import closest_pose
+
+    net = sf.core.model.SiameseNet(SMALL_MODEL)
+    net.reset_parameters(torch.Generator().manual_seed(3))
+    net = net.to(device).train()
+    g = torch.Generator().manual_seed(0)
+    anchor = torch.rand(6, 1, 64, 64, generator=g).to(device)
+    different = torch.rand(6, 1, 64, 64, generator=g).to(device)
+    picked = closest_pose(net, anchor, different, "dihedral+invert")
+    assert net.training                      # left as it was
+    assert picked.shape == different.shape
+    stack = pose_stack(different, "dihedral+invert")
+    net.eval()
+    with torch.no_grad():
+        f = torch.stack([net.metric(net(anchor), net(p)) for p in stack])     # (16, 6)
+        f_picked = net.metric(net(anchor), net(picked))
+    torch.testing.assert_close(f_picked, f.min(dim=0).values)
+    assert (f.argmin(0) != 0).any()          # random nets: some negative is closest in another pose
+    # each picked image is one of its own poses, not another sample's
+    for i in range(6):
+        assert any(torch.equal(picked[i], stack[p, i]) for p in range(16))
+    assert closest_pose(net, anchor, different, "none") is different
+
+
+def test_negative_poses_train_and_validate_with_the_pose_minimum(train_images, small_train_config):
+    cfg = small_train_config.replace(steps=2, negative_poses="dihedral")
+    reports = list(sf.iter_train(train_images, cfg))
+    assert all(math.isfinite(r.loss) for r in reports) and reports[-1].triplet_accuracy is not None
+    with pytest.raises(ValueError, match="negative_poses"):
+        small_train_config.replace(negative_poses="rot90")

@@ -108,8 +108,8 @@ class SiameseNet(nn.Module):
         return self.branch(x)
 
     def metric(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
-        """``(B, D), (B, D) -> (B,)`` weighted L1: the paper's f."""
-        return ((e1.float() - e2.float()).abs() * self.alpha).sum(dim=1)
+        """``(..., D), (..., D) -> (...)`` weighted L1 (broadcasting): the paper's f."""
+        return ((e1.float() - e2.float()).abs() * self.alpha).sum(dim=-1)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Initialise every weight from ``generator`` (explicit seeding, never the global RNG)."""

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from .._validation import as_image_list, check_pair_lists, check_positive_int
+from .config import POSES
 from .data import prepare_batch
 from .devices import resolve_device, resolve_precision
 from .io import MODEL_FORMAT, atomic_save, build_net, model_metadata, net_state, read_safetensors
 from .model import SiameseNet
 
-POSES = ("none", "dihedral", "dihedral+invert")
 DEFAULT_WEIGHTS = "default.safetensors"
 
 

@@ -23,7 +23,7 @@ from .deform import Clutter, Deformer, centre_crop
 from .devices import make_generator, resolve_device, resolve_precision
 from .io import load_checkpoint, save_checkpoint
 from .model import SiameseNet, triplet_loss
-from .scoring import ForensicModel
+from .scoring import ForensicModel, pose_stack
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -121,16 +121,41 @@ def _make_optimizer(net: SiameseNet, config: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
-def triplet_accuracy(net: SiameseNet, triplets, autocast_ctx=nullcontext, batch_size: int = 128) -> float:
-    """Share of triplets with ``f(A, S) < f(A, D)`` (eval mode)."""
+def closest_pose(net: SiameseNet, anchor: torch.Tensor, different: torch.Tensor, poses: str,
+                 autocast_ctx=nullcontext) -> torch.Tensor:
+    """Each ``different[i]`` in the pose (of ``poses``) whose f to ``anchor[i]`` is smallest: the
+    negative as ``ForensicModel.distance`` with those poses sees it. Eval mode, no gradient, so
+    the batch-norm statistics are left alone."""
+    if poses == "none":
+        return different
+    was_training = net.training
+    net.eval()
+    stack = pose_stack(different, poses)                                # (P, B, 1, S, S)
+    n_poses, batch = stack.shape[:2]
+    with autocast_ctx():
+        ea = net(anchor.contiguous(memory_format=torch.channels_last)).float()
+        ed = net(stack.flatten(0, 1).contiguous(memory_format=torch.channels_last)).float()
+    f = net.metric(ea.unsqueeze(0), ed.view(n_poses, batch, -1))        # (P, B)
+    best = f.argmin(dim=0)
+    net.train(was_training)
+    return stack[best, torch.arange(batch, device=stack.device)]
+
+
+@torch.no_grad()
+def triplet_accuracy(net: SiameseNet, triplets, autocast_ctx=nullcontext, batch_size: int = 128,
+                     negative_poses: str = "none") -> float:
+    """Share of triplets with ``f(A, S) < f(A, D)`` (eval mode); with ``negative_poses``, f(A, D)
+    is the minimum over those poses of D."""
     was_training = net.training
     net.eval()
     anchor, same, different = triplets
     correct = 0
     for s in range(0, anchor.shape[0], batch_size):
+        a, d = anchor[s:s + batch_size], different[s:s + batch_size]
+        d = closest_pose(net, a, d, negative_poses, autocast_ctx)
         with autocast_ctx():
-            ea, es, ed = (net(t[s:s + batch_size].contiguous(memory_format=torch.channels_last)).float()
-                          for t in (anchor, same, different))
+            ea, es, ed = (net(t.contiguous(memory_format=torch.channels_last)).float()
+                          for t in (a, same[s:s + batch_size], d))
         correct += int((net.metric(ea, es) < net.metric(ea, ed)).sum())
     net.train(was_training)
     return correct / max(1, anchor.shape[0])
@@ -240,6 +265,7 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
         for step in range(start_step + 1, config.steps + 1):
             ts = time.perf_counter()
             anchor, same, different = sampler.sample(config.batch_size, g)
+            different = closest_pose(net, anchor, different, config.negative_poses, autocast_ctx)
             if config.channels_last:
                 anchor, same, different = (t.contiguous(memory_format=torch.channels_last)
                                            for t in (anchor, same, different))
@@ -258,7 +284,7 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
             acc = None
             last = step == config.steps
             if val is not None and (step % config.eval_every == 0 or last):
-                acc = triplet_accuracy(net, val, autocast_ctx)
+                acc = triplet_accuracy(net, val, autocast_ctx, negative_poses=config.negative_poses)
             written = None
             if ckpt_path is not None and (step % config.checkpoint_every == 0 or last):
                 written = write_checkpoint(step, completed_rng)
