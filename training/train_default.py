@@ -52,12 +52,17 @@ def smooth_scene(seed: int, size: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def shared_background_scene(group: int, member: int, size: int) -> np.ndarray:
+def shared_background_scene(group: int, member: int, size: int, reference: int = 0) -> np.ndarray:
     """Spots on a background shared by every member of ``group``: a structured pattern (products
     of sinusoids, a tilt) fixed per group, with each member's own spots on top. Images from one
     instrument or one figure share such backgrounds (illumination, fixed patterns, a gel's
     texture), so members of a group are the hard 'different' images: same background, other
-    content. Clean and noise-free, like rendered figures."""
+    content. Clean and noise-free, like rendered figures.
+
+    ``reference`` 0: spot count and radii are fixed fractions of the image, so a larger ``size``
+    gives fewer spots per training patch (10-50 per image: 1.6-8 per 256 px patch at 640 px).
+    ``reference`` N > 0: spots have the count, in pixels the radii, of an N px image, and the
+    count grows with the area, so every patch sees the same density at any ``size``."""
     g = np.random.default_rng(1_000 + group)
     yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
     bg = g.uniform(-0.5, 0.5) * xx + g.uniform(-0.5, 0.5) * yy
@@ -69,12 +74,24 @@ def shared_background_scene(group: int, member: int, size: int) -> np.ndarray:
     img = base + amp_bg * (bg - bg.min()) / (np.ptp(bg) + 1e-6)
     m = np.random.default_rng(2_000_000 + 1_000 * group + member)
     n = int(m.integers(10, 50))
+    if reference:
+        n = int(round(n * (size / reference) ** 2))
     cy, cx = m.uniform(0, 1, (2, n))
     r = np.exp(m.uniform(np.log(0.008), np.log(0.05), n))
     ecc = np.exp(m.uniform(-0.3, 0.3, n))
     amp = m.uniform(0.2, 0.8, n)
-    for k in range(n):
-        img += amp[k] * np.exp(-0.5 * (((yy - cy[k]) / (r[k] * ecc[k])) ** 2 + ((xx - cx[k]) / (r[k] / ecc[k])) ** 2))
+    if not reference:
+        for k in range(n):
+            img += amp[k] * np.exp(-0.5 * (((yy - cy[k]) / (r[k] * ecc[k])) ** 2 + ((xx - cx[k]) / (r[k] / ecc[k])) ** 2))
+    else:   # radii in pixels of the reference image; each spot drawn within 4 sigma of its centre
+        r = r * reference / size
+        for k in range(n):
+            half = 4 * r[k] * max(ecc[k], 1 / ecc[k])
+            y0, y1 = np.clip(np.array([cy[k] - half, cy[k] + half]) * size, 0, size).astype(int)
+            x0, x1 = np.clip(np.array([cx[k] - half, cx[k] + half]) * size, 0, size).astype(int)
+            wy, wx = yy[y0:y1 + 1, x0:x1 + 1], xx[y0:y1 + 1, x0:x1 + 1]
+            img[y0:y1 + 1, x0:x1 + 1] += amp[k] * np.exp(-0.5 * (((wy - cy[k]) / (r[k] * ecc[k])) ** 2
+                                                               + ((wx - cx[k]) / (r[k] / ecc[k])) ** 2))
     img = np.clip(img / img.max(), 0, 1) if m.random() < 0.5 else (img - img.min()) / (np.ptp(img) + 1e-6)
     return img.astype(np.float32)
 
@@ -148,6 +165,9 @@ def main():
                     help="add this many flat-background scenes (spots, fibres: layout is their only difference)")
     ap.add_argument("--shared", type=int, default=0,
                     help="add this many shared-background scenes, in groups of 6 (hard same-kind negatives)")
+    ap.add_argument("--shared-reference", type=int, default=0, metavar="N",
+                    help="shared-background spots at the density of an N px image whatever --size "
+                         "(0: fixed count per image, so fewer per patch at larger sizes)")
     ap.add_argument("--sng", action="store_true",
                     help="SN[G]: geometric deformations only (DeformConfig.geometric_only()), as the paper's ablation")
     ap.add_argument("--geometry", choices=("paper", "mild"), default="paper",
@@ -179,6 +199,7 @@ def main():
                "pool": f"{args.generated} generated scenes {args.size}px + offline skimage/sklearn images"
                        + (f" + {args.smooth} smooth scenes" if args.smooth else "")
                        + (f" + {args.shared} shared-background scenes" if args.shared else "")
+                       + (f" (spots at the density of {args.shared_reference} px)" if args.shared and args.shared_reference else "")
                        + (f" + {args.flat} flat-background scenes" if args.flat else ""),
                "init": args.init, "config": json.loads((out / "config.json").read_text())}
         model.info["runs"] = model.info.get("runs", []) + [run]
@@ -191,7 +212,8 @@ def main():
     print(f"pool: {len(items)} images in {time.time() - t:.0f}s", flush=True)
     items += [(f"smooth.{i}", smooth_scene(500_000 + i, args.size)) for i in range(args.smooth)]
     items += [(f"flat.{i}", flat_scene(i, args.size)) for i in range(args.flat)]
-    items += [(f"shared.{i // 6}.{i % 6}", shared_background_scene(i // 6, i % 6, args.size)) for i in range(args.shared)]
+    items += [(f"shared.{i // 6}.{i % 6}", shared_background_scene(i // 6, i % 6, args.size, args.shared_reference))
+              for i in range(args.shared)]
     images = [im for _, im in items]
     # same-kind negatives: generated scenes grouped by kind, shared-background scenes by their
     # background, offline photos together, smooth ones together

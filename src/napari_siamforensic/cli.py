@@ -117,6 +117,8 @@ _FAMILY_HELP = {
     "text": "clutter: random text, drawn on all three images of a triplet",
     "box": "clutter: a rectangle outline, on all three images",
     "scalebar": "clutter: a scale bar near a corner, on all three images",
+    "stretch": "anisotropic scaling, as a non-square crop squashed to a square (--stretch)",
+    "erase": "clutter: 1-3 rectangles filled black, white or gray (--erase-area), on all three images",
 }
 _RANGE_HELP = {
     "perspective_px": "largest corner move of the perspective warp, px of the source patch",
@@ -124,6 +126,8 @@ _RANGE_HELP = {
     "scale": "scale range of the similarity move (log-uniform)",
     "translate_px": "largest translation of the similarity move, px",
     "crop_fraction": "side of the kept part of a crop, relative to the output",
+    "stretch": "width / height ratio range of an anisotropic scaling (log-uniform)",
+    "erase_area": "area range of each erased rectangle, relative to the image",
     "jpeg_quality": "JPEG quality range",
     "gamma": "gamma range (log-uniform)",
     "levels_black": "input black point range of a levels change",

@@ -243,6 +243,32 @@ class TestSimilarity:
         d, p, _ = run(only(p_similarity=1.0, p_crop=1.0), sources)
         torch.testing.assert_close(d.zoom(p), p["scale"] / p["crop_fraction"])
 
+    def test_zoom_takes_the_axis_a_stretch_shrinks(self, sources):
+        d, p, _ = run(only(p_similarity=1.0, p_stretch=1.0), sources)
+        root = p["stretch"].sqrt()
+        torch.testing.assert_close(d.zoom(p), p["scale"] * torch.minimum(root, 1 / root))
+
+
+class TestStretch:
+    def test_range_and_off_by_default_elsewhere(self, sources):
+        _, p, _ = run(only(p_stretch=1.0, stretch=(0.7, 1.4)), sources)
+        assert p["stretch"].min() >= 0.7 - 1e-6 and p["stretch"].max() <= 1.4 + 1e-6
+        assert (p["stretch"] < 1).any() and (p["stretch"] > 1).any()
+        _, p0, _ = run(only(p_reflect=1.0), sources)
+        assert (p0["stretch"] == 1).all()
+
+    def test_widens_one_axis_and_narrows_the_other(self, device):
+        # a centred disc becomes an ellipse: wider than tall for a ratio above 1
+        yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+        disc = (((yy - 127.5) ** 2 + (xx - 127.5) ** 2) < 30 ** 2).float().expand(2, 1, 256, 256).to(device)
+        d = Deformer(only(p_stretch=1.0))
+        p = d.sample(2, torch.Generator().manual_seed(0), device)
+        p["stretch"] = torch.tensor([2.0, 0.5], device=device)
+        out = d.apply(disc, p)[:, 0] > 0.5
+        width, height = out.any(1).sum(-1), out.any(2).sum(-1)      # columns and rows touched
+        assert width[0] > 1.3 * height[0] and height[1] > 1.3 * width[1]
+        assert abs(int(width[0]) - 2 * int(height[0])) <= 4               # ratio 2
+
 
 class TestCrop:
     def test_range(self, sources):
@@ -433,6 +459,32 @@ class TestClutter:
         assert (drawn > 0).float().mean() >= 0.9        # text lands in (almost) every image
         assert (drawn <= v + 1e-6).all()
 
+    def test_erase_fills_rectangles(self, grey):
+        c = DeformConfig.none().replace(p_erase=1.0, erase_area=(0.05, 0.05))
+        _, p, out = self.draw(c, grey)
+        assert ((p["erase_count"] >= 1) & (p["erase_count"] <= 3)).all()
+        for i in range(N):
+            k = int(p["erase_count"][i])
+            fills = {0: 0.0, 1: 1.0, 2: 0.5}                             # median of a grey image
+            values = {fills[int(f)] for f in p["erase_fill"][i, :k]}
+            changed_px = out[i, 0] != 0.5
+            assert set(out[i, 0][changed_px].unique().tolist()) <= values
+            h, w = p["erase_size"][i, 0].tolist()
+            assert abs(h * w - 0.05 * O * O) <= 0.25 * 0.05 * O * O     # the asked area, rounded
+            y0, x0 = p["erase_corner"][i, 0].tolist()
+            assert 0 <= y0 and y0 + h <= O and 0 <= x0 and x0 + w <= O
+            if fills[int(p["erase_fill"][i, 0])] != 0.5 and k == 1:
+                assert int(changed_px.sum()) == int(h * w)               # exactly the rectangle
+
+    def test_erase_median_fill_on_a_textured_image(self, identity):
+        c = Clutter(DeformConfig.none().replace(p_erase=1.0))
+        p = c.sample(identity.shape[0], torch.Generator().manual_seed(1), identity.device)
+        p["erase_fill"][:] = 2
+        out = c.apply(identity, p)
+        for i in range(identity.shape[0]):
+            y0, x0 = (int(t) for t in p["erase_corner"][i, 0])
+            torch.testing.assert_close(out[i, 0, y0, x0], identity[i].flatten().median())
+
     def test_scalebar(self, grey):
         _, p, out = self.draw(only(p_scalebar=1.0), grey)
         assert p["scalebar"].all()
@@ -473,14 +525,15 @@ def test_deform_config_refuses_wrong_kinds(changes):
         DeformConfig(**changes)
 
 
-GEOMETRIC = ("p_reflect", "p_rot90", "p_perspective", "p_similarity", "p_crop")
+GEOMETRIC = ("p_reflect", "p_rot90", "p_perspective", "p_similarity", "p_crop", "p_stretch")
 PHOTOMETRIC = ("p_jpeg", "p_gamma", "p_levels", "p_local_edit", "p_invert", "p_noise", "p_blur")
-CLUTTER = ("p_text", "p_box", "p_scalebar")
+CLUTTER = ("p_text", "p_box", "p_scalebar", "p_erase")
 
 
 def test_paper_preset_is_the_authors_version_2():
     c = DeformConfig.paper()
-    for name in ("p_rot90", "p_crop", "p_levels", "p_invert", "p_noise", "p_blur", "p_scalebar"):
+    for name in ("p_rot90", "p_crop", "p_levels", "p_invert", "p_noise", "p_blur", "p_scalebar",
+                 "p_stretch", "p_erase"):
         assert getattr(c, name) == 0.0, name
     assert c.p_none == 0.1
     for name in ("p_reflect", "p_perspective", "p_similarity", "p_jpeg", "p_gamma", "p_local_edit"):

@@ -40,10 +40,10 @@ from ._plot import LossPlot
 #: Deformation families the form can switch off: label -> DeformConfig probability field.
 FAMILIES = {
     "reflect": "p_reflect", "rot 90°": "p_rot90", "perspective": "p_perspective",
-    "rotate/scale/shift": "p_similarity", "crop": "p_crop",
+    "rotate/scale/shift": "p_similarity", "crop": "p_crop", "stretch": "p_stretch",
     "JPEG": "p_jpeg", "gamma": "p_gamma", "levels": "p_levels", "local edit": "p_local_edit",
     "invert": "p_invert", "noise": "p_noise", "blur": "p_blur",
-    "text": "p_text", "box": "p_box", "scale bar": "p_scalebar",
+    "text": "p_text", "box": "p_box", "scale bar": "p_scalebar", "erase": "p_erase",
 }
 PRESETS = {
     "all (default)": DeformConfig,

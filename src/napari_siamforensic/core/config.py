@@ -91,7 +91,8 @@ class DeformConfig(_JsonMixin):
     Every family has a probability ``p_<family>``; 0 switches it off. Ranges are ``(low, high)``.
     Geometric moves are expressed on the 256 px source patch and fused into one warp into the
     128 px output; photometric ones act on the 128 px crop with intensities in [0, 1].
-    Clutter (``p_text``, ``p_box``, ``p_scalebar``) is drawn on anchor, same and different alike.
+    Clutter (``p_text``, ``p_box``, ``p_scalebar``, ``p_erase``) is drawn on anchor, same and
+    different alike.
     """
 
     p_none: float = 0.1
@@ -106,6 +107,8 @@ class DeformConfig(_JsonMixin):
     translate_px: float = 20.0
     p_crop: float = 0.3
     crop_fraction: tuple = (0.6, 1.0)   # side of the kept part, relative to the output
+    p_stretch: float = 0.3          # anisotropic scaling: a non-square crop squashed to a square
+    stretch: tuple = (0.6, 1.6)     # width / height ratio of the change, log-uniform
     # photometric
     p_jpeg: float = 0.5
     jpeg_quality: tuple = (10.0, 50.0)
@@ -127,6 +130,8 @@ class DeformConfig(_JsonMixin):
     p_text: float = 0.25
     p_box: float = 0.25
     p_scalebar: float = 0.1
+    p_erase: float = 0.2            # 1-3 filled rectangles (black, white or the median gray)
+    erase_area: tuple = (0.03, 0.1)     # area of each rectangle, relative to the image
 
     def __post_init__(self):
         for f in fields(self):
@@ -140,7 +145,8 @@ class DeformConfig(_JsonMixin):
             "rotation_deg": (-180.0, 180.0), "scale": (0.1, 4.0), "crop_fraction": (0.2, 1.0),
             "jpeg_quality": (1.0, 100.0), "gamma": (0.1, 10.0), "levels_black": (0.0, 0.5),
             "levels_white": (0.5, 1.0), "edit_radius": (0.0, 0.5), "edit_multiply": (0.0, 10.0),
-            "noise_sigma": (0.0, 1.0), "blur_sigma": (0.0, 5.0),
+            "noise_sigma": (0.0, 1.0), "blur_sigma": (0.0, 5.0), "stretch": (0.25, 4.0),
+            "erase_area": (0.0, 0.5),
         }
         for name, (lo, hi) in bounds.items():
             object.__setattr__(self, name, check_interval(getattr(self, name), name, lo, hi))
@@ -149,13 +155,13 @@ class DeformConfig(_JsonMixin):
     def paper(cls) -> "DeformConfig":
         """The authors' version-2 deformations only (no extras)."""
         return cls(p_rot90=0.0, scale=(0.5, 1.5), p_crop=0.0, p_levels=0.0, p_invert=0.0,
-                   p_noise=0.0, p_blur=0.0, p_scalebar=0.0)
+                   p_noise=0.0, p_blur=0.0, p_scalebar=0.0, p_stretch=0.0, p_erase=0.0)
 
     @classmethod
     def geometric_only(cls) -> "DeformConfig":
         """``SN[G]``: geometric deformations only (the paper's ablation)."""
         return cls(p_jpeg=0.0, p_gamma=0.0, p_levels=0.0, p_local_edit=0.0, p_invert=0.0,
-                   p_noise=0.0, p_blur=0.0)
+                   p_noise=0.0, p_blur=0.0, p_erase=0.0)
 
     @classmethod
     def none(cls) -> "DeformConfig":

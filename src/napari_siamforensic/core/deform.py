@@ -213,6 +213,8 @@ class Deformer:
         p["noise_sigma"] = torch.where(active & _coin(g, n, c.p_noise), _uniform(g, n, *c.noise_sigma), 0.0)
         p["noise"] = torch.randn(n, 1, o, o, generator=g) if c.p_noise > 0 else torch.zeros(n, 1, 1, 1)
         p["jpeg_quality"] = torch.where(active & _coin(g, n, c.p_jpeg), _uniform(g, n, *c.jpeg_quality).floor(), 0.0)
+        # drawn last, so the draws above are those of a configuration without it
+        p["stretch"] = torch.where(active & _coin(g, n, c.p_stretch), _log_uniform(g, n, *c.stretch), 1.0)
         return _to(p, device)
 
     # -- geometry -------------------------------------------------------------------------
@@ -252,12 +254,17 @@ class Deformer:
         crop[:, 0, 0], crop[:, 1, 1] = 1 / frac, 1 / frac
         crop[:, 0, 2] = -params["crop_offset"][:, 0] / frac
         crop[:, 1, 2] = -params["crop_offset"][:, 1] / frac
+        root = params["stretch"].sqrt()
+        stretch = eye.clone()
+        stretch[:, 0, 0], stretch[:, 1, 1] = root, 1 / root
         from_centre = translate(torch.full((n,), co, device=dev), torch.full((n,), co, device=dev))
-        return from_centre @ crop @ sim @ persp @ rot @ refl @ to_centre
+        return from_centre @ stretch @ crop @ sim @ persp @ rot @ refl @ to_centre
 
     def zoom(self, params: Params) -> torch.Tensor:
-        """``(B,)`` overall magnification source -> output (below 1 shrinks the content)."""
-        return params["scale"] / params["crop_fraction"]
+        """``(B,)`` magnification source -> output along the axis that magnifies least (below 1
+        shrinks the content)."""
+        root = params["stretch"].sqrt()
+        return params["scale"] / params["crop_fraction"] * torch.minimum(root, 1 / root)
 
     def warp(self, sources: torch.Tensor, params: Params) -> torch.Tensor:
         """Geometric part only: ``(B, 1, S, S)`` -> ``(B, 1, O, O)``. Content that shrinks is
@@ -325,12 +332,17 @@ class Deformer:
 # --------------------------------------------------------------------------- clutter
 
 class Clutter:
-    """Random text, rectangle outlines and scale bars drawn onto ``(B, 1, O, O)`` images.
+    """Random text, rectangle outlines, scale bars and erased rectangles drawn onto
+    ``(B, 1, O, O)`` images.
 
     Per image: with ``p_box`` a rectangle outline (1/3-1/2 of the side, 1-2 px, random gray),
     else with ``p_text`` random text (intensity 0.75-1.0); independently with ``p_scalebar`` a
-    scale bar (15-40 px long, 2-4 px thick, black or white) near a corner.
+    scale bar (15-40 px long, 2-4 px thick, black or white) near a corner; independently with
+    ``p_erase`` 1-3 filled rectangles, each of ``erase_area`` of the image and aspect 1:2-2:1,
+    filled black, white or with the image's median (content blanked out of a figure).
     """
+
+    MAX_ERASE = 3
 
     def __init__(self, config: DeformConfig | None = None, output_size: int = 128):
         self.config = config or DeformConfig()
@@ -356,6 +368,14 @@ class Clutter:
         p["bar_thickness"] = torch.randint(2, 5, (n,), generator=g).float()
         p["bar_corner"] = torch.randint(0, 4, (n,), generator=g)
         p["bar_value"] = _coin(g, n, 0.5).float()
+        k = self.MAX_ERASE
+        p["erase_count"] = torch.where(_coin(g, n, c.p_erase), torch.randint(1, k + 1, (n,), generator=g), 0)
+        area = _uniform(g, n * k, *c.erase_area).view(n, k) * o * o
+        aspect = _log_uniform(g, n * k, 0.5, 2.0).view(n, k)
+        size = torch.stack([(area * aspect).sqrt(), (area / aspect).sqrt()], dim=-1).clamp(2, o - 1)  # (n, k, [h, w])
+        p["erase_size"] = size.round()
+        p["erase_corner"] = (torch.rand(n, k, 2, generator=g) * (o - p["erase_size"])).floor()
+        p["erase_fill"] = torch.randint(0, 3, (n, k), generator=g)          # 0 black, 1 white, 2 median
         return _to(p, device)
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -392,6 +412,16 @@ class Clutter:
             y0 = margin + bottom * (o - 2 * margin - thick)
             m = ((yy >= y0) & (yy < y0 + thick) & (xx >= x0) & (xx < x0 + length) & (v(params["scalebar"]) > 0)).to(dt)
             out = out * (1 - m) + v(params["bar_value"]) * m
+        count = params.get("erase_count")
+        if count is not None and bool((count > 0).any()):
+            median = x.flatten(1).median(dim=1).values
+            for j in range(int(count.max())):
+                y0, x0 = v(params["erase_corner"][:, j, 0]), v(params["erase_corner"][:, j, 1])
+                y1, x1 = y0 + v(params["erase_size"][:, j, 0]), x0 + v(params["erase_size"][:, j, 1])
+                fill = params["erase_fill"][:, j]
+                value = torch.where(fill == 2, median, (fill == 1).to(dt))
+                m = ((yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1) & (count > j).view(n, 1, 1, 1)).to(dt)
+                out = out * (1 - m) + v(value) * m
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
