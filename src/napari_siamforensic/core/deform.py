@@ -2,8 +2,8 @@
 
 As in kornia, every operation first *samples* a dict of parameter tensors for the whole batch
 and then *applies* it, so the same move can be replayed on another tensor (same params ->
-same pixels). All geometric moves (reflection, quarter turns, perspective, similarity, crop)
-are fused into one homography per image and applied with a single
+same pixels). All geometric moves (reflection, quarter turns, perspective, similarity, crop,
+stretch) are fused into one homography per image and applied with a single
 ``kornia.geometry.transform.warp_perspective`` straight into the output crop.
 
 Shapes: sources ``(B, 1, S, S)`` (S = 256 by default), outputs ``(B, 1, O, O)`` (O = 128),
