@@ -171,6 +171,33 @@ def test_ctrl_c_keeps_the_checkpoint_and_exits_130(image_dir, tmp_path, monkeypa
     assert not (out / "model.safetensors").exists()
 
 
+def test_sigterm_stops_training_like_ctrl_c(image_dir, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from napari_siamforensic.core import train as train_module
+
+    real_sample = train_module.TripletSampler.sample
+    calls = {"n": 0}
+
+    def terminated_sample(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:             # validation set, step 1, step 2, then SIGTERM in step 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.TripletSampler, "sample", terminated_sample)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    code = main(["train", str(image_dir), "--out", str(out), *TINY_TRAIN, "--steps", "10"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "checkpoint kept" in err
+    assert 2 <= load_checkpoint(out / "checkpoint.safetensors")["step"] < 10
+    assert not (out / "model.safetensors").exists()
+    assert signal.getsignal(signal.SIGTERM) is before      # the handler is the caller's again
+
+
 # ------------------------------------------------------------------------------- score, pairwise
 
 def test_score_of_an_image_and_its_flip_is_a_duplicate_under_dihedral_poses(trained, image_dir, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -152,7 +153,15 @@ def pool(n_generated: int, size: int, cache: Path) -> list[tuple[str, np.ndarray
     return items
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main():
+    # SIGTERM (kill, a batch scheduler) stops like Ctrl-C: iter_train writes the checkpoint of the
+    # last finished step. A process started in the background may have SIGINT ignored; take it back.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/default")
     ap.add_argument("--steps", type=int, default=6000)

@@ -409,6 +409,29 @@ def _checkpoint_step(path: Path) -> int | None:
         return None
 
 
+def _sigterm_as_ctrl_c():
+    """Make SIGTERM (``kill``, a batch scheduler's time limit) stop training like Ctrl-C, so the
+    checkpoint of the last finished step is written. Returns the handler to restore, or None
+    where signals cannot be set (not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _cmd_train(args) -> int:
     from .core.config import TrainConfig
     from .core.io import load_checkpoint
@@ -448,6 +471,7 @@ def _cmd_train(args) -> int:
     last = None
     accuracy = None
     recent: list[float] = []
+    previous_sigterm = _sigterm_as_ctrl_c()
     try:
         for report in gen:
             if bar is None:
@@ -476,6 +500,7 @@ def _cmd_train(args) -> int:
             print(f"{PROG}: interrupted before the first step; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        _restore_sigterm(previous_sigterm)
         if bar is not None:
             bar.close()
     assert last is not None and last.model is not None
