@@ -182,6 +182,9 @@ def main():
     ap.add_argument("--geometry", choices=("paper", "mild"), default="paper",
                     help="'mild': rotation within 15 deg, scale 0.6-1.7, perspective 8 px (figure re-use rarely "
                          "goes further; dihedral poses are handled at scoring time) instead of the paper's ranges")
+    ap.add_argument("--without-stretch-erase", action="store_true",
+                    help="switch off the stretch and erase families (default-on since 2026-11-26): the "
+                         "deformations of phases 1-2 and ft4-ft8, to reproduce them")
     ap.add_argument("--group-negatives", type=float, default=0.3,
                     help="fraction of negatives drawn from another image of the same kind (TrainConfig.group_negative_fraction)")
     ap.add_argument("--hard-negatives", type=float, default=0.5,
@@ -228,6 +231,8 @@ def main():
     # background, offline photos together, smooth ones together
     groups = [n.rsplit(".", 1)[0] if n.startswith(("generated.", "shared.")) else n.split(".")[0] for n, _ in items]
     deform = sf.DeformConfig.geometric_only() if args.sng else sf.DeformConfig()
+    if args.without_stretch_erase:
+        deform = deform.replace(p_stretch=0.0, p_erase=0.0)
     if args.geometry == "mild":
         deform = deform.replace(rotation_deg=(-15.0, 15.0), scale=(0.6, 1.7), perspective_px=8.0, p_perspective=0.3)
     config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,

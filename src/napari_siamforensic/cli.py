@@ -364,8 +364,8 @@ def _add_train_parser(sub) -> None:
                    help="probability that the 'different' image is deformed too (so deformation is no cue)")
     p.add_argument("--negative-poses", choices=POSES, default=d.negative_poses,
                    help="train each 'different' image in its pose closest to the anchor, out of these poses "
-                        "(match the poses the model is scored with; 'dihedral+invert' costs about 2-3x "
-                        "the step time)")
+                        "(match the poses the model is scored with; 'dihedral+invert' costs 3-4x "
+                        "the step time on a CPU)")
     p.add_argument("--validation-triplets", metavar="N", type=_int_at_least(0), default=d.validation_triplets,
                    help="fixed validation triplets for the accuracy shown (0: no validation)")
     p.add_argument("--eval-every", metavar="N", type=_int_at_least(1), default=d.eval_every,

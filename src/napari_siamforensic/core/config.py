@@ -203,8 +203,8 @@ class TrainConfig(_JsonMixin):
         poses (no gradient) and the pose closest to its anchor is the one trained on. A model
         scored with ``distance(..., poses=P)`` takes the minimum of f over P, which pulls every
         negative closer; mining the same poses in training pushes negatives apart in all of
-        them. Costs one extra forward pass per pose and negative ("dihedral+invert": 16), about
-        2-3x the step time. The validation accuracy then uses the same pose minimum.
+        them. Costs one extra forward pass per pose and negative ("dihedral+invert": 16), 3-4x
+        the step time on a CPU. The validation accuracy then uses the same pose minimum.
     checkpoint_dir : str or None
         Where ``checkpoint.safetensors`` is written every ``checkpoint_every`` steps and at the end.
     """
