@@ -171,6 +171,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_exits_130(image_dir, tmp_path, monkeypa
     assert not (out / "model.safetensors").exists()
 
 
+def test_train_negative_poses_reaches_the_config(image_dir, tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", str(image_dir), "--out", str(out), *TINY_TRAIN, "--negative-poses", "dihedral"])
+    assert code == 0
+    assert load_checkpoint(out / "checkpoint.safetensors")["config"].negative_poses == "dihedral"
+
+
 def test_sigterm_stops_training_like_ctrl_c(image_dir, tmp_path, monkeypatch, capsys):
     import os
     import signal
