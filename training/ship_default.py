@@ -1,7 +1,7 @@
 """Make a training run's exported model the bundled default, keeping the whole training lineage.
 
-    python training/train_default.py --out runs/ft9 ... --export runs/ft9/model.safetensors
-    python training/ship_default.py runs/ft9/model.safetensors --init "ft8 step 1025" \
+    python training/train_default.py --out runs/NEW ... --export runs/NEW/model.safetensors
+    python training/ship_default.py runs/NEW/model.safetensors --init "ft8 step 1025" \
         --note "what changed in this run" [--bridge runs/ft8 1002 1025 "ft8 continued ..."]
 
 The bundled model's metadata holds one record per run that led to it (``info["runs"]``: steps,

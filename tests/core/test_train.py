@@ -381,7 +381,7 @@ def test_train_rejects_group_labels_of_the_wrong_length():
 
 
 def test_closest_pose_is_the_pose_that_distance_minimises(device):
-    from napari_siamforensic.core.scoring import ForensicModel, pose_stack
+    from napari_siamforensic.core.scoring import pose_stack
     from napari_siamforensic.core.train import closest_pose
 
     net = sf.core.model.SiameseNet(SMALL_MODEL)
