@@ -245,3 +245,35 @@ def test_load_model_without_a_path(device):
     else:
         with pytest.raises(ValueError, match="no bundled default model"):
             sf.load_model(device=device)
+
+
+def test_pose_penalty_is_added_to_every_pose_but_the_own_one(tmp_path):
+    from napari_siamforensic.core.data import prepare_batch
+    from napari_siamforensic.core.model import SiameseNet
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.random((64, 64)).astype(np.float32) for _ in range(4)]
+    net = SiameseNet(sf.ModelConfig(input_size=64, channels=(8, 16), hidden=32, embedding_dim=8))
+    net.reset_parameters(torch.Generator().manual_seed(1))
+    m = ForensicModel(net, "cpu", poses="dihedral+invert")
+    with torch.no_grad():
+        ea = m.embed_tensor(prepare_batch(imgs[:2], m.input_size, m.device))
+        eb = m._embed_poses(prepare_batch(imgs[2:], m.input_size, m.device), "dihedral+invert")
+        f = ((ea.unsqueeze(0) - eb).abs() * net.alpha.float()).sum(-1).numpy()      # (16, 2)
+    for delta in (0.0, 0.05, 10.0):
+        m.pose_penalty = delta
+        want = np.minimum(f[0], f[1:].min(0) + delta)
+        np.testing.assert_allclose(m.distance(imgs[:2], imgs[2:]), want, rtol=1e-5)
+        np.testing.assert_allclose(m.pairwise(imgs)[[0, 1], [2, 3]], np.minimum(
+            want, [m.distance([imgs[2]], [imgs[0]])[0], m.distance([imgs[3]], [imgs[1]])[0]]), rtol=1e-5)
+    np.testing.assert_allclose(m.distance(imgs[:2], imgs[2:]), f[0], rtol=1e-5)    # 10: the own pose wins
+    flipped = [imgs[0][:, ::-1].copy()]
+    m.pose_penalty = 0.3
+    own = m.distance([imgs[0]], flipped, poses="none")[0]
+    assert m.distance([imgs[0]], flipped)[0] == pytest.approx(min(own, 0.3), abs=1e-4)   # mirror pose: 0 + 0.3
+    path = m.save(tmp_path / "m.safetensors")
+    assert sf.load_model(path, device="cpu").pose_penalty == 0.3
+    assert sf.load_model(path, device="cpu", pose_penalty=0.0).pose_penalty == 0.0
+    for bad in (-0.1, "0.2", True, 11):
+        with pytest.raises(ValueError, match="pose_penalty"):
+            m.pose_penalty = bad

@@ -215,3 +215,20 @@ def test_screening_imports_no_gui():
             "bad=[m for m in ('napari','qtpy','magicgui','PyQt5','PySide6') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_pose_penalty_in_rescoring_and_best_poses():
+    from napari_siamforensic.screening.index import best_poses
+
+    vectors, groups = _random_vectors(seed=2)
+    v = vectors.rows(np.arange(len(vectors)))
+    a, b, _ = candidate_pairs(vectors, groups, k=3, pose_penalty=0.0)
+    off = np.r_[0.0, np.full(v.shape[1] - 1, 0.25)]
+    want = np.minimum((np.abs(v[a][:, :1] - v[b]).sum(-1) + off).min(1),
+                      (np.abs(v[b][:, :1] - v[a]).sum(-1) + off).min(1))
+    np.testing.assert_allclose(pose_min_distance(vectors, a, b, penalty=0.25), want, rtol=1e-5)
+    a2, b2, d2 = candidate_pairs(vectors, groups, k=3, pose_penalty=0.25)
+    assert set(zip(a2.tolist(), b2.tolist())) == set(zip(a.tolist(), b.tolist()))   # same candidates
+    np.testing.assert_allclose(d2, np.sort(want), rtol=1e-5)                          # penalised scores
+    big, _ = best_poses(vectors, a, b, penalty=100.0)
+    assert (big == 0).all()                  # a huge penalty leaves only the own pose

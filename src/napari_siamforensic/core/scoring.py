@@ -74,11 +74,15 @@ class ForensicModel:
     calibration : (scale, offset)
         :meth:`same_probability` is ``sigmoid(scale * (1 - f) + offset)``; ``(1, 0)`` is the
         paper's ``sigmoid(1 - f)``. Fitted on held-out pairs by :func:`calibrate`.
+    pose_penalty : float
+        Added to f in every pose but the image's own before the minimum over poses is taken:
+        ``min(f_own, min_other f + pose_penalty)``. The minimum of many distances is biased low
+        for different images, and re-used images mostly keep their pose; 0 is the plain minimum.
     """
 
     def __init__(self, net: SiameseNet, device: str = "auto", *, precision: str = "fp32",
                  poses: str = "none", batch_size: int = 256, info: dict | None = None,
-                 calibration: tuple[float, float] = (1.0, 0.0)):
+                 calibration: tuple[float, float] = (1.0, 0.0), pose_penalty: float = 0.0):
         if not isinstance(net, SiameseNet):
             raise TypeError(f"`net` must be a SiameseNet, got {type(net).__name__}")
         self.device = resolve_device(device)
@@ -88,10 +92,27 @@ class ForensicModel:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.info = dict(info or {})
         self.calibration = self._check_calibration(calibration)
+        self.pose_penalty = pose_penalty
         self.net = net.to(self.device).eval()
         self.net.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ basics
+    @property
+    def pose_penalty(self) -> float:
+        return self._pose_penalty
+
+    @pose_penalty.setter
+    def pose_penalty(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 10.0:
+            raise ValueError(f"`pose_penalty` must be a number in [0, 10], got {value!r}")
+        self._pose_penalty = float(value)
+
+    def _pose_offsets(self, n_poses: int) -> torch.Tensor:
+        """``(P, 1)``: 0 for the image's own pose (the first), ``pose_penalty`` for the others."""
+        off = torch.full((n_poses, 1), self._pose_penalty, device=self.device)
+        off[0] = 0.0
+        return off
+
     @property
     def config(self):
         return self.net.config
@@ -196,7 +217,7 @@ class ForensicModel:
         ea = self.embed_tensor(prepare_batch(a, self.input_size, self.device))
         eb = self._embed_poses(prepare_batch(b, self.input_size, self.device), poses)    # (P, N, D)
         d = ((ea.unsqueeze(0) - eb).abs() * self.net.alpha.float()).sum(-1)               # (P, N)
-        return d.min(dim=0).values.cpu().numpy()
+        return (d + self._pose_offsets(d.shape[0])).min(dim=0).values.cpu().numpy()
 
     def same_probability(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
         """The probability that b is a manipulated copy of a, per pair, ``(N,)`` in [0, 1].
@@ -215,15 +236,17 @@ class ForensicModel:
     def pairwise(self, images, *, poses: str | None = None) -> np.ndarray:
         """The matrix of f between all images, ``(N, N)``, symmetric, zero diagonal.
 
-        With poses, ``M[i, j]`` is the minimum over poses of j (and of i, by symmetry)."""
+        With poses, ``M[i, j]`` is the minimum over poses of j (and of i, by symmetry), with
+        ``pose_penalty`` added to the poses other than j's own."""
         ims = as_image_list(images)
         poses = self._check_poses(self.poses if poses is None else poses)
         e = self._embed_poses(prepare_batch(ims, self.input_size, self.device), poses)   # (P, N, D)
         w = self.net.alpha.float()
         n = e.shape[1]
         out = torch.empty(n, n, device=self.device)
+        off = self._pose_offsets(e.shape[0])
         for i in range(n):   # rows, so memory stays O(P * N * D)
-            out[i] = ((e[0, i][None, None, :] - e).abs() * w).sum(-1).min(dim=0).values
+            out[i] = (((e[0, i][None, None, :] - e).abs() * w).sum(-1) + off).min(dim=0).values
         out = torch.minimum(out, out.T)
         out.fill_diagonal_(0)
         return out.cpu().numpy()
@@ -242,7 +265,8 @@ class ForensicModel:
             raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}")
         tensors = net_state(self.net, torch.float16 if dtype == "float16" else None)
         meta = model_metadata(self.net, {"poses": self.poses, "info": self.info,
-                                         "calibration": list(self.calibration)})
+                                         "calibration": list(self.calibration),
+                                         "pose_penalty": self.pose_penalty})
         return atomic_save(tensors, path, meta)
 
     def identity(self) -> str:
@@ -285,7 +309,8 @@ def default_weights_path() -> Path:
 
 
 def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
-               precision: str = "fp32", poses: str | None = None, batch_size: int = 256) -> ForensicModel:
+               precision: str = "fp32", poses: str | None = None, batch_size: int = 256,
+               pose_penalty: float | None = None) -> ForensicModel:
     """Load a model file (or the bundled default model when ``path`` is None).
 
     Training checkpoints load too. Raises ``ValueError`` for a missing, foreign, truncated,
@@ -309,6 +334,11 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
         calibration = tuple(json.loads(meta.get("calibration", "[1.0, 0.0]")))
     except json.JSONDecodeError:
         raise ValueError(f"{str(path)!r}: its calibration metadata is not valid JSON") from None
-    return ForensicModel(net, device, precision=precision, calibration=calibration,
+    if pose_penalty is None:
+        try:
+            pose_penalty = float(json.loads(meta.get("pose_penalty", "0")))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise ValueError(f"{str(path)!r}: its pose_penalty metadata is not a number") from None
+    return ForensicModel(net, device, precision=precision, calibration=calibration, pose_penalty=pose_penalty,
                          poses=poses if poses is not None else (stored_poses if stored_poses in POSES else "none"),
                          batch_size=batch_size, info=info if isinstance(info, dict) else {})

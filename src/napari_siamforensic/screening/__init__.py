@@ -223,7 +223,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     assert len(vectors) == len(refs)
     groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
     search = iter_candidate_pairs(vectors, groups, k=candidates, mode=mode, metric=metric, backend=backend,
-                                  threads=threads)
+                                  threads=threads, pose_penalty=model.pose_penalty)
     while True:
         try:
             done, total = next(search)
@@ -242,7 +242,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     t_search = time.perf_counter() - t0 - t_embed
 
     # transforms of the best pose for every pair; keypoint localisation for the best ones
-    pose, of_b = best_poses(vectors, a, b)
+    pose, of_b = best_poses(vectors, a, b, penalty=model.pose_penalty)
     words = {}
     transform = []
     for p, ob in zip(pose.tolist(), of_b.tolist()):

@@ -240,13 +240,23 @@ class Vectors:
 
 
 # ----------------------------------------------------------------------------------- search
-def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Exact symmetric distance per pair: ``min(min_p |a0 - b_p|, min_p |b0 - a_p|)``, ``(M,)``."""
+def _pose_offsets(n_poses: int, penalty: float) -> np.ndarray:
+    """``(P,)``: 0 for an image's own pose (the first), ``penalty`` for the others."""
+    off = np.full(n_poses, penalty, np.float32)
+    off[0] = 0.0
+    return off
+
+
+def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096,
+                      penalty: float = 0.0) -> np.ndarray:
+    """Exact symmetric distance per pair: ``min(min_p |a0 - b_p|, min_p |b0 - a_p|)``, ``(M,)``,
+    with ``penalty`` added to every pose but the own one (``ForensicModel.pose_penalty``)."""
     out = np.empty(len(a), np.float32)
     for s in range(0, len(a), chunk):
         va, vb = vectors.rows(a[s:s + chunk]), vectors.rows(b[s:s + chunk])
-        d1 = np.abs(va[:, :1] - vb).sum(-1).min(1)
-        d2 = np.abs(vb[:, :1] - va).sum(-1).min(1)
+        off = _pose_offsets(vb.shape[1], penalty)
+        d1 = (np.abs(va[:, :1] - vb).sum(-1) + off).min(1)
+        d2 = (np.abs(vb[:, :1] - va).sum(-1) + off).min(1)
         out[s:s + chunk] = np.minimum(d1, d2)
     return out
 
@@ -300,7 +310,7 @@ def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.
 
 def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, mode: str = "all",
                          metric: str = "l1", backend: str = "auto", query_chunk: int = 256,
-                         threads: int | None = None):
+                         threads: int | None = None, pose_penalty: float = 0.0):
     """Candidate pairs ``(a, b, distance)`` with ``a < b``, each item's ``k`` nearest others.
 
     Parameters
@@ -313,10 +323,14 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     k : int
         Candidates per item (per query direction); the union over items is returned.
     metric : "l1" (the model's metric, exact) or "l2" (a faster BLAS proxy; re-scored in L1).
+    pose_penalty : float
+        Added to the poses other than an item's own in the re-scoring (the model's
+        ``pose_penalty``); the neighbour search itself ranks by the plain pose distance.
 
     Yields ``(done, total)`` items searched; returns (``StopIteration.value``, or
     ``result = yield from ...``)
-    a, b : (M,) int64 with a < b;  distance : (M,) float32, the exact symmetric pose-minimum f.
+    a, b : (M,) int64 with a < b;  distance : (M,) float32, the exact symmetric pose-minimum f
+    (with ``pose_penalty``).
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
@@ -381,19 +395,22 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     if len(pairs) == 0:
         e = np.zeros(0, np.int64)
         return e, e.copy(), np.zeros(0, np.float32)
-    d = pose_min_distance(vectors, pairs[:, 0], pairs[:, 1])
+    d = pose_min_distance(vectors, pairs[:, 0], pairs[:, 1], penalty=pose_penalty)
     order = np.lexsort((pairs[:, 1], pairs[:, 0], d))
     return pairs[order, 0], pairs[order, 1], d[order]
 
 
-def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Which pose relates each pair best: ``(pose index (M,), True where it is a pose of b)``."""
+def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096,
+               penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Which pose relates each pair best: ``(pose index (M,), True where it is a pose of b)``,
+    with ``penalty`` added to every pose but the own one, as in :func:`pose_min_distance`."""
     pose = np.zeros(len(a), np.int64)
     of_b = np.ones(len(a), bool)
     for s in range(0, len(a), chunk):
         va, vb = vectors.rows(a[s:s + chunk]), vectors.rows(b[s:s + chunk])
-        d_b = np.abs(va[:, :1] - vb).sum(-1)     # poses of b against a, (m, P)
-        d_a = np.abs(vb[:, :1] - va).sum(-1)     # poses of a against b
+        off = _pose_offsets(vb.shape[1], penalty)
+        d_b = np.abs(va[:, :1] - vb).sum(-1) + off     # poses of b against a, (m, P)
+        d_a = np.abs(vb[:, :1] - va).sum(-1) + off     # poses of a against b
         use_b = d_b.min(1) <= d_a.min(1)
         pose[s:s + chunk] = np.where(use_b, d_b.argmin(1), d_a.argmin(1))
         of_b[s:s + chunk] = use_b
