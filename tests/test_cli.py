@@ -178,6 +178,23 @@ def test_train_negative_poses_reaches_the_config(image_dir, tmp_path):
     assert load_checkpoint(out / "checkpoint.safetensors")["config"].negative_poses == "dihedral"
 
 
+def test_pose_penalty_option(image_dir, capsys):
+    img = sorted(image_dir.iterdir())[0]
+    flipped = image_dir.parent / "flipped.png"
+    Image.fromarray(np.asarray(Image.open(img))[:, ::-1].copy()).save(flipped)
+
+    def score(*extra):
+        assert main(["score", str(img), str(flipped), "--json", "--device", "cpu", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["distance"]
+
+    raw = score("--poses", "none")
+    assert score("--poses", "dihedral", "--pose-penalty", "0") == pytest.approx(0.0, abs=1e-4)   # the mirror pose
+    assert score("--poses", "dihedral", "--pose-penalty", "0.5") == pytest.approx(min(raw, 0.5), abs=1e-4)
+    assert score("--poses", "dihedral", "--pose-penalty", "10") == pytest.approx(raw, abs=1e-4)
+    assert main(["score", str(img), str(flipped), "--pose-penalty", "-1"]) == 2
+    assert "pose-penalty" in capsys.readouterr().err
+
+
 def test_sigterm_stops_training_like_ctrl_c(image_dir, tmp_path, monkeypatch, capsys):
     import os
     import signal

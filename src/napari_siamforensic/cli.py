@@ -86,6 +86,16 @@ def _probability(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 10], got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -254,9 +264,10 @@ def _short_names(paths: list[str]) -> list[str]:
         return list(paths)
 
 
-def _load_model(path, device: str, precision: str = "fp32"):
+def _load_model(path, device: str, precision: str = "fp32", pose_penalty: float | None = None):
     """``--model`` may be a model file, a checkpoint, or a training output folder (its
-    model.safetensors, else its checkpoint.safetensors); None is the bundled default model."""
+    model.safetensors, else its checkpoint.safetensors); None is the bundled default model.
+    ``pose_penalty`` None keeps the model file's own."""
     from .core.scoring import load_model
 
     if path is not None and Path(path).is_dir():
@@ -267,7 +278,7 @@ def _load_model(path, device: str, precision: str = "fp32"):
         else:
             raise CliError(f"--model: folder {path!r} holds neither {MODEL_NAME} nor {CHECKPOINT_NAME}")
     try:
-        return load_model(path, device=device, precision=precision)
+        return load_model(path, device=device, precision=precision, pose_penalty=pose_penalty)
     except ValueError as exc:
         if path is None:
             raise CliError(f"{exc}; pass --model PATH (a model.safetensors written by '{PROG} train')") from None
@@ -302,6 +313,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, poses_default: str = "dihe
                    help="compare with these poses of the second image and keep the smallest distance: "
                         "'none' = the paper's raw f; 'dihedral' = the 8 rotations/mirrorings; "
                         "'dihedral+invert' = those and their intensity inversions (16)")
+    p.add_argument("--pose-penalty", metavar="X", type=_nonnegative_float, default=None,
+                   help="added to the distance in every pose but the image's own before the smallest is "
+                        "kept (0 = the plain minimum); default: the model file's value (the bundled "
+                        "model: 0.2)")
     p.add_argument("--device", metavar="DEVICE", default="auto",
                    help="'auto' (CUDA, then Apple MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
@@ -535,7 +550,7 @@ def _cmd_score(args) -> int:
             raise CliError(f"{name!r} is a folder; 'score' takes two image files "
                            f"(use '{PROG} pairwise' for folders)")
     (path_a, a), (path_b, b) = _collect_images([args.image_a, args.image_b])
-    model = _load_model(args.model, args.device, args.precision)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
     f = float(model.distance([a], [b], poses=args.poses)[0])
     prob = float(model.probability_from_distance(f))
     verdict = "duplicate" if f <= 1.0 else "different"
@@ -570,7 +585,7 @@ def _cmd_pairwise(args) -> int:
     items = _collect_images(args.images)
     if len(items) < 2:
         raise CliError(f"'pairwise' needs at least 2 images, got {len(items)}")
-    model = _load_model(args.model, args.device, args.precision)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
     paths = [p for p, _ in items]
     matrix = model.pairwise([im for _, im in items], poses=args.poses)
     names = _short_names(paths)
@@ -696,6 +711,9 @@ def _cmd_screen(args) -> int:
     kw = dict(candidates=args.candidates, poses=args.poses, mode=args.mode, threshold=args.threshold,
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options)
     if args.scheduler is not None:
+        if args.pose_penalty is not None:
+            raise CliError("--pose-penalty is not supported with --scheduler: a cluster screen uses the model "
+                           "file's own value; save a model with the penalty you want and pass it as --model")
         try:
             from .screening.cluster import iter_screen_on_cluster
             import distributed  # noqa: F401
@@ -708,7 +726,7 @@ def _cmd_screen(args) -> int:
     else:
         from .screening import iter_screen
 
-        model = _load_model(args.model, args.device, args.precision)
+        model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
         reports = iter_screen(list(args.sources), model, **kw)
         where = "in this process"
 
@@ -819,7 +837,7 @@ def _import_evaluation():
 
 def _cmd_evaluate(args) -> int:
     evaluation = _import_evaluation()
-    model = _load_model(args.model, args.device, args.precision)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
     if args.parents:
         parents = [im for _, im in _collect_images(args.parents)]
         source = f"{len(parents)} parent images from {' '.join(args.parents)}"
