@@ -7,6 +7,7 @@ Inputs are one image or a sequence of images (2D gray or RGB(A), any dtype, any 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -103,7 +104,7 @@ class ForensicModel:
 
     @pose_penalty.setter
     def pose_penalty(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 10.0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 10.0:
             raise ValueError(f"`pose_penalty` must be a number in [0, 10], got {value!r}")
         self._pose_penalty = float(value)
 
