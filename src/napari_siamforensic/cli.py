@@ -76,24 +76,22 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {value}")
-    return value
+def _float_in(low: float, high: float, what: str):
+    """An argparse type: a float within [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} in [{low:g}, {high:g}], got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} in [{low:g}, {high:g}], got {value}")
+        return value
+    parse.__name__ = what
+    return parse
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 10], got {value}")
-    return value
+_probability = _float_in(0.0, 1.0, "a probability")
+_pose_penalty = _float_in(0.0, 10.0, "a number")
 
 
 def _positive_float(text: str) -> float:
@@ -313,7 +311,7 @@ def _add_model_options(p: argparse.ArgumentParser, *, poses_default: str = "dihe
                    help="compare with these poses of the second image and keep the smallest distance: "
                         "'none' = the paper's raw f; 'dihedral' = the 8 rotations/mirrorings; "
                         "'dihedral+invert' = those and their intensity inversions (16)")
-    p.add_argument("--pose-penalty", metavar="X", type=_nonnegative_float, default=None,
+    p.add_argument("--pose-penalty", metavar="X", type=_pose_penalty, default=None,
                    help="added to the distance in every pose but the image's own before the smallest is "
                         "kept (0 = the plain minimum); default: the model file's value (the bundled "
                         "model: 0.2)")
