@@ -130,3 +130,23 @@ def test_screen_out_that_is_a_file_is_refused(figures, tmp_path, capsys):
     assert main(["screen", str(figures), "--out", str(tmp_path / "file")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"siamforensic: error: --out {str(tmp_path / 'file')!r} exists and is not a folder"]
+
+
+@pytest.mark.parametrize("embedding, stored", [("basis", 6), ("all", 16)])
+def test_screen_pose_embedding_and_index_reach_the_screen(figures, model_file, tmp_path, capsys, embedding, stored):
+    out = tmp_path / "r"
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(out), "--pose-embedding", embedding,
+                 "--index", "flat", "--localize", "0", "--device", "cpu", "--precision", "fp32",
+                 "--no-progress"]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["info"]["pose_embedding"] == embedding and doc["info"]["stored_poses"] == stored
+    assert f"poses: dihedral+invert ({embedding})" in capsys.readouterr().out
+    csv = pd.read_csv(out / "pairs.csv")
+    assert {csv.loc[0, "source_a"].replace("\\", "/").rsplit("/", 1)[-1],
+            csv.loc[0, "source_b"].replace("\\", "/").rsplit("/", 1)[-1]} == {"f0.png", "copy.png"}
+
+
+def test_screen_bad_pose_embedding_is_one_line(figures, capsys):
+    assert main(["screen", str(figures), "--pose-embedding", "half"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pose-embedding: invalid choice" in err[0]

@@ -657,7 +657,14 @@ def _add_screen_parser(sub) -> None:
                         "'always' = every page too, 'never' = only extract embedded images")
     p.add_argument("--pdf-dpi", metavar="DPI", type=_positive_float, default=150.0, help="resolution of rendered PDF pages")
     p.add_argument("--batch-size", metavar="N", type=_int_at_least(1), default=64,
-                   help="images embedded per batch (each in every pose)")
+                   help="images embedded per batch (each in every stored pose)")
+    p.add_argument("--pose-embedding", choices=("basis", "all"), default="basis",
+                   help="'basis': embed 6 of the 16 poses (4 of the 8), through whose pairs every flip, "
+                        "turn and inversion is still reached, about 2.5x faster; 'all': embed every pose "
+                        "and score pairs exactly as 'pairwise' does")
+    p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
+                   help="neighbour index: 'flat' exact, 'ivf' (faiss) searches the nearest cells only, "
+                        "for very large corpora; 'auto': IVF from 200,000 stored vectors on")
     p.add_argument("--localize", metavar="N", type=_int_at_least(0), default=50,
                    help="localise the best N pairs (matched regions and transform from keypoints)")
     p.add_argument("--max-pairs", metavar="N", type=_int_at_least(1), default=100,
@@ -707,7 +714,8 @@ def _cmd_screen(args) -> int:
 
     options = SourceOptions(split_panels=args.split_panels, pdf_pages=args.pdf_pages, pdf_dpi=args.pdf_dpi)
     kw = dict(candidates=args.candidates, poses=args.poses, mode=args.mode, threshold=args.threshold,
-              batch_size=args.batch_size, store=args.store, localize=args.localize, options=options)
+              batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
+              pose_embedding=args.pose_embedding, index=args.index)
     if args.scheduler is not None:
         if args.pose_penalty is not None:
             raise CliError("--pose-penalty is not supported with --scheduler: a cluster screen uses the model "
@@ -764,7 +772,7 @@ def _cmd_screen(args) -> int:
     pairs, items, skipped = result.pairs, result.items, result.skipped
     restored = result.info.get("restored", 0)
     print(f"screened {len(items)} items ({restored} restored from the store) from {len(args.sources)} "
-          f"source(s) {where} in {seconds:.0f} s; poses: {args.poses}, mode: {args.mode}, "
+          f"source(s) {where} in {seconds:.0f} s; poses: {args.poses} ({args.pose_embedding}), mode: {args.mode}, "
           f"candidates: {args.candidates}")
     thr = f" with f <= {args.threshold:g}" if args.threshold is not None else ""
     print(f"candidate pairs{thr}: {len(pairs)}; f <= 1 (duplicate): {int((pairs['distance'] <= 1.0).sum())}")

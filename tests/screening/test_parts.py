@@ -232,3 +232,86 @@ def test_pose_penalty_in_rescoring_and_best_poses():
     np.testing.assert_allclose(d2, np.sort(want), rtol=1e-5)                          # penalised scores
     big, _ = best_poses(vectors, a, b, penalty=100.0)
     assert (big == 0).all()                  # a huge penalty leaves only the own pose
+
+
+# ----------------------------------------------------------------------------- pose bases
+@pytest.mark.parametrize("poses", ["dihedral", "dihedral+invert"])
+def test_pose_basis_reaches_every_pose_pixel_for_pixel(poses):
+    import torch
+
+    from napari_siamforensic.core.scoring import pose_stack
+    from napari_siamforensic.screening.index import POSE_BASES, pose_pairs
+
+    ids = list(POSE_BASES[poses])
+    a = torch.rand(1, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    group = pose_stack(a, poses)[:, 0]                       # (P, 1, 7, 7): every pose of a
+    pp = pose_pairs(tuple(ids))
+    assert len(ids) < len(group)
+    for T in range(len(group)):
+        b = group[T]
+        sa = pose_stack(a, poses)[ids, 0]
+        sb = pose_stack(b.unsqueeze(0), poses)[ids, 0]
+        equal = [k for k in range(len(pp.i)) if torch.allclose(sa[pp.i[k]], sb[pp.j[k]])]
+        assert equal, f"pose {T} is not reached through the basis {ids}"
+        for k in equal:      # every pose pair that matches names the right relation
+            if pp.of_b[k]:
+                assert torch.allclose(pose_stack(b.unsqueeze(0), poses)[pp.pose[k], 0], a[0])
+            else:
+                assert torch.allclose(group[pp.pose[k]], b)
+
+
+def _basis_vectors(n=200, d=8, seed=3):
+    from napari_siamforensic.screening.index import POSE_BASES
+
+    ids = POSE_BASES["dihedral+invert"]
+    v = np.random.default_rng(seed).random((n, len(ids), d), dtype=np.float32)
+    return Vectors([v[:n // 4], v[n // 4:]], pose_ids=ids), v
+
+
+def test_basis_distance_is_the_minimum_over_pose_pairs():
+    vectors, v = _basis_vectors()
+    a, b = np.arange(0, 100), np.arange(100, 200)
+    p = v.shape[1]
+    off = 0.3 * (1 - np.eye(p))                               # a penalty wherever the poses differ
+    full = np.abs(v[a][:, :, None] - v[b][:, None, :]).sum(-1) + off
+    np.testing.assert_allclose(pose_min_distance(vectors, a, b, penalty=0.3), full.reshape(100, -1).min(1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(pose_min_distance(vectors, a, b, penalty=0.3),
+                               pose_min_distance(vectors, b, a, penalty=0.3), rtol=1e-6)   # symmetric
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("faiss", marks=pytest.mark.skipif(
+    not have_faiss(), reason="faiss not installed"))])
+@pytest.mark.parametrize("mode", ["all", "within"])
+def test_basis_search_matches_brute_force(backend, mode):
+    vectors, v = _basis_vectors()
+    groups = np.repeat(np.arange(20), 10)
+    k = 3
+    a, b, d = candidate_pairs(vectors, groups, k=k, mode=mode, backend=backend, index="flat")
+    full = np.abs(v[:, None, :, None] - v[None, :, None, :]).sum(-1).reshape(len(v), len(v), -1).min(-1)
+    np.fill_diagonal(full, np.inf)
+    if mode == "within":
+        full[groups[:, None] != groups[None, :]] = np.inf
+    want = {(min(i, j), max(i, j)) for i in range(len(v)) for j in np.argsort(full[i], kind="stable")[:k]}
+    assert set(zip(a.tolist(), b.tolist())) == want
+    np.testing.assert_allclose(d, full[a, b], rtol=1e-5)
+
+
+@pytest.mark.skipif(not have_faiss(), reason="faiss not installed")
+def test_ivf_index_probing_every_cell_is_exact_and_auto_switches():
+    from napari_siamforensic.screening.index import IVF_MIN_ROWS, ivf_shape, resolve_index
+
+    vectors, v = _basis_vectors(n=20)
+    groups = np.arange(len(v))
+    nlist, nprobe = ivf_shape(len(v) * v.shape[1])
+    assert nprobe == nlist          # a small index: every cell is searched, so IVF is exact
+    flat = candidate_pairs(vectors, groups, k=4, index="flat")
+    ivf = candidate_pairs(vectors, groups, k=4, index="ivf")
+    assert set(zip(*[x.tolist() for x in flat[:2]])) == set(zip(*[x.tolist() for x in ivf[:2]]))
+    assert resolve_index("auto", IVF_MIN_ROWS - 1) == "flat" and resolve_index("auto", IVF_MIN_ROWS) == "ivf"
+    big_nlist, big_nprobe = ivf_shape(600_000)
+    assert big_nprobe < big_nlist / 20       # a large one searches a few per cent of its rows
+    with pytest.raises(ValueError, match="index"):
+        candidate_pairs(vectors, groups, index="hnsw")
+    with pytest.raises(ValueError, match="faiss"):
+        candidate_pairs(vectors, groups, index="ivf", backend="torch")

@@ -263,3 +263,28 @@ def test_model_path_is_accepted(folder, model_path):
     res = screen([str(folder)], str(model_path), localize=0, poses="dihedral")
     best = res.pairs.iloc[0]
     assert {_name(res, best["a"]), _name(res, best["b"])} == {"f0.png", "copy.png"}
+
+
+def test_pose_basis_and_all_poses_find_the_same_copies(tmp_path, model):
+    a, c = scene8(40, 160), scene8(41, 160)
+    arrays = [a, c, scene8(42, 160), 255 - np.rot90(a[:, ::-1]).copy(), np.rot90(c, 2).copy()]
+    basis = screen(arrays, model, localize=0)                               # the default
+    full = screen(arrays, model, localize=0, pose_embedding="all")
+    assert basis.info["pose_embedding"] == "basis" and basis.info["stored_poses"] == 6
+    assert full.info["stored_poses"] == 16
+    for res in (basis, full):
+        top = {frozenset(p) for p in res.pairs[["a", "b"]].head(2).to_numpy().tolist()}
+        assert top == {frozenset((0, 3)), frozenset((1, 4))}
+    # exact copies in a pose: both score (nearly) 0; the basis' best pose is the copy's pose
+    for res in (basis, full):
+        first = res.pairs.set_index(["a", "b"])
+        assert first.loc[(0, 3), "distance"] < 0.05 and first.loc[(1, 4), "distance"] < 0.05
+        assert "inverted" in first.loc[(0, 3), "transform"] and "mirrored" in first.loc[(0, 3), "transform"]
+        assert first.loc[(1, 4), "transform"] == "rotated 180°"
+    # a store keeps the stored poses it was built with
+    store = tmp_path / "store"
+    screen(arrays[:2], model, localize=0, store=store)
+    with pytest.raises(ValueError, match="pose_embedding"):
+        screen(arrays[:2], model, localize=0, store=store, pose_embedding="all")
+    with pytest.raises(ValueError, match="pose_embedding"):
+        screen(arrays, model, pose_embedding="some")

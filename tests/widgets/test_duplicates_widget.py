@@ -122,3 +122,26 @@ def test_a_stack_gives_one_item_per_plane(make_napari_viewer, scenes, tiny_model
     wait_idle(w.runner)
     assert w.names == ["stack[0]", "stack[1]", "stack[2]"]
     assert w.matrix.shape == (3, 3)
+
+
+def test_pose_penalty_box_reaches_the_scores_and_leaves_the_model_alone(dup_viewer, tiny_model, wait_idle):
+    import copy
+
+    registry.set(tiny_model, "tiny")
+    own = tiny_model.pose_penalty
+    w = DuplicatesWidget(dup_viewer)
+    assert w.penalty.text() == "the model's own"
+    w.penalty.setValue(0.5)
+    w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+    assert tiny_model.pose_penalty == own                  # the shared model is untouched
+    ref = copy.copy(tiny_model)
+    ref.pose_penalty = 0.5
+    images = [lay.data for lay in dup_viewer.layers]
+    want = ref.pairwise(images, poses="dihedral+invert")
+    np.testing.assert_allclose(w.matrix, want, atol=1e-4)
+    # the pairs table and the heatmap agree (every pose is embedded for layers)
+    for a, b, d in zip(w.result.pairs["a"], w.result.pairs["b"], w.result.pairs["distance"]):
+        assert d == pytest.approx(want[a, b], abs=1e-4)
+    assert not np.allclose(want, tiny_model.pairwise(images, poses="dihedral+invert"), atol=1e-3)

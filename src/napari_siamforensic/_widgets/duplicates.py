@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -45,6 +46,7 @@ BOX_COLOURS = ("#e8112d", "#1f77ff")
 MATRIX_LIMIT = 400        # the full matrix (pairwise) for at most this many layer images
 MAX_CANDIDATES = 50
 GAP_PX = 16
+PENALTY_FROM_MODEL = -0.05   # the pose-penalty box's lowest value reads "the model's own"
 
 
 def _missing(value) -> bool:
@@ -117,6 +119,16 @@ class DuplicatesWidget(QWidget):
         self.poses.setToolTip("f is the minimum over these poses of the second image: mirrored, "
                               "rotated or inverted copies are found through them")
         form.addRow("poses", self.poses)
+        self.penalty = QDoubleSpinBox()
+        self.penalty.setRange(PENALTY_FROM_MODEL, 10.0)
+        self.penalty.setSingleStep(0.05)
+        self.penalty.setDecimals(2)
+        self.penalty.setSpecialValueText("the model's own")
+        self.penalty.setValue(PENALTY_FROM_MODEL)
+        self.penalty.setToolTip("added to f in every pose but an image's own before the minimum over poses "
+                                "(re-used images mostly keep their pose; 0 is the plain minimum). "
+                                "Default: the value stored with the model (0.2 for the bundled one)")
+        form.addRow("pose penalty", self.penalty)
         self.split = QCheckBox("cut multi-panel figures into panels")
         form.addRow(self.split)
         layout.addLayout(form)
@@ -186,17 +198,28 @@ class DuplicatesWidget(QWidget):
         from ..screening import SourceOptions, iter_screen
 
         poses = self.poses.currentText()
+        penalty = self.penalty.value()
+        penalty = None if penalty <= PENALTY_FROM_MODEL + 1e-9 else float(penalty)
         options = SourceOptions(split_panels=self.split.isChecked())
         arrays = [arr for _, arr in planes]
         plane_names = [name for name, _ in planes]
         n_guess = len(arrays) + (1000 if paths else 0)
         candidates = max(1, min(MAX_CANDIDATES, n_guess - 1))
 
+        # layers only: every pose embedded, so the pairs' f is the heatmap's (ForensicModel.pairwise);
+        # with files (maybe thousands) the faster pose basis
+        pose_embedding = "basis" if paths else "all"
+
         def factory():
             model = registry.get()
+            if penalty is not None and model is not None:
+                import copy
+
+                model = copy.copy(model)        # the shared model keeps its own penalty
+                model.pose_penalty = penalty
             result = None
             for report in iter_screen(arrays + paths, model, poses=poses, candidates=candidates,
-                                      localize=MAX_CANDIDATES, options=options):
+                                      localize=MAX_CANDIDATES, options=options, pose_embedding=pose_embedding):
                 if report.finished:
                     result = report.result
                 else:

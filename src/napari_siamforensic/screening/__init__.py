@@ -26,8 +26,8 @@ import pandas as pd
 
 from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
-from .index import (METRICS, MODES, EmbeddingStore, Vectors, best_poses, embed_poses, file_stamp,
-                    have_faiss, iter_candidate_pairs)
+from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, EmbeddingStore, Vectors, best_poses, embed_poses,
+                    file_stamp, have_faiss, iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
@@ -69,7 +69,8 @@ def resolve_model(model) -> ForensicModel:
                     f"got {type(model).__name__}")
 
 
-def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric):
+def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
+                   pose_embedding="all", index="auto"):
     check_positive_int(candidates, "candidates")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(localize_top, "localize", minimum=0)
@@ -79,6 +80,10 @@ def _check_options(candidates, poses, mode, threshold, batch_size, localize_top,
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}")
+    if pose_embedding not in POSE_EMBEDDINGS:
+        raise ValueError(f"`pose_embedding` must be one of {POSE_EMBEDDINGS}, got {pose_embedding!r}")
+    if index not in INDEXES:
+        raise ValueError(f"`index` must be one of {INDEXES}, got {index!r}")
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
             raise TypeError(f"`threshold` must be a number or None, got {threshold!r}")
@@ -112,7 +117,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 mode: str = "all", threshold: float | None = None, batch_size: int = 64,
                 store: str | os.PathLike | None = None, localize: int = 50, metric: str = "l1",
                 backend: str = "auto", options: SourceOptions | None = None,
-                threads: int | None = None) -> Iterator[ScreenProgress]:
+                threads: int | None = None, pose_embedding: str = "basis",
+                index: str = "auto") -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -125,8 +131,14 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     candidates : int
         Nearest neighbours kept per item (the union over items is re-scored).
     poses : {"none", "dihedral", "dihedral+invert"}
-        Poses embedded for every item: a mirrored, rotated or inverted copy is found through
+        The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
+    pose_embedding : {"basis", "all"}
+        ``"basis"`` embeds 6 of the 16 poses (4 of the 8 for ``"dihedral"``), a difference
+        basis through which every flip, rotation and inversion is still reached (stored pose
+        pairs ``s(a) = t(b)``); about 2.5x faster. ``"all"`` embeds every pose and scores
+        pairs exactly as :meth:`ForensicModel.pairwise` does. See
+        :mod:`napari_siamforensic.screening.index`.
     mode : {"all", "within", "across"}
         Pairs inside one document only, between documents only, or both.
     threshold : float, optional
@@ -145,17 +157,22 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         Candidate search metric: ``"l1"`` is the model's own (exact); ``"l2"`` is a faster
         proxy for very large corpora. Candidates are re-scored in L1 either way.
     backend : {"auto", "faiss", "torch"}
+    index : {"auto", "flat", "ivf"}
+        Neighbour index: ``"flat"`` is exact, ``"ivf"`` (faiss) searches the nearest cells only
+        (approximate, for very large corpora); ``"auto"`` uses IVF from 200,000 index rows on
+        (about 33,000 items with the pose basis).
     options : SourceOptions, optional
         Panel splitting, PDF page rendering, limits.
     threads : int, optional
         Threads for faiss.
     """
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric)
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
     options = options or SourceOptions()
     t0 = time.perf_counter()
     model = resolve_model(model)
     dim = model.config.embedding_dim
-    st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=dim)
+    pose_ids = stored_pose_ids(poses, pose_embedding)
+    st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=dim, pose_ids=pose_ids)
     refs, chunks, skipped_records = st.restore()
     completed = st.completed_files()
     n_restored = len(refs)
@@ -175,10 +192,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     def flush():
         nonlocal buf_items, pending_files, pending_skipped
         if buf_items:
-            vecs = np.concatenate([embed_poses(model, [it.image for it in buf_items[s:s + batch_size]], poses)
+            vecs = np.concatenate([embed_poses(model, [it.image for it in buf_items[s:s + batch_size]], poses, pose_ids)
                                    for s in range(0, len(buf_items), batch_size)])
         else:
-            vecs = np.zeros((0, {"none": 1, "dihedral": 8}.get(poses, 16), dim), np.float32)
+            vecs = np.zeros((0, len(pose_ids), dim), np.float32)
         brefs = [it.ref for it in buf_items]
         st.append(vecs, brefs, pending_files, pending_skipped)
         refs.extend(brefs)
@@ -210,7 +227,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
 
     yield from _search_and_report(model, refs, chunks, skipped_records + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
-        metric=metric, backend=backend, threads=threads, store=store), arrays, options, t0, t_embed, n_restored)
+        metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
+        pose_embedding=pose_embedding, index=index), arrays, options, t0, t_embed, n_restored)
 
 
 def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options, t0, t_embed, n_restored):
@@ -219,11 +237,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     candidates, poses, mode, threshold = params["candidates"], params["poses"], params["mode"], params["threshold"]
     localize, metric, backend, threads, store = (params["localize"], params["metric"], params["backend"],
                                                  params["threads"], params["store"])
-    vectors = Vectors(chunks)
+    vectors = Vectors(chunks, params["pose_ids"])
     assert len(vectors) == len(refs)
     groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
     search = iter_candidate_pairs(vectors, groups, k=candidates, mode=mode, metric=metric, backend=backend,
-                                  threads=threads, pose_penalty=model.pose_penalty)
+                                  threads=threads, pose_penalty=model.pose_penalty, index=params["index"])
     while True:
         try:
             done, total = next(search)
@@ -292,8 +310,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         "box_a": pd.Series(box_a, dtype=object), "box_b": pd.Series(box_b, dtype=object),
         "inliers": inliers, "method": pd.Series(method, dtype=object),
     }, columns=PAIR_COLUMNS) if len(a) else empty_frame(PAIR_COLUMNS)
-    info = {"model": model.identity(), "poses": poses, "mode": mode, "candidates": candidates,
-            "metric": metric, "index": "faiss" if (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within" else "torch",
+    faiss_used = (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within"
+    index_kind = resolve_index(params["index"], len(refs) * (1 if vectors.all_poses else vectors.p), backend)
+    info = {"model": model.identity(), "poses": poses, "pose_embedding": params["pose_embedding"],
+            "stored_poses": len(params["pose_ids"]), "mode": mode, "candidates": candidates,
+            "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
             "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
             "store": str(store) if store is not None else None}

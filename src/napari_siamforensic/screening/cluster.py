@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.scoring import load_model
 from . import ScreenProgress, SourceOptions, _check_options, _search_and_report
-from .index import EmbeddingStore, embed_poses, file_stamp
+from .index import EmbeddingStore, embed_poses, file_stamp, stored_pose_ids
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
 
@@ -36,7 +36,8 @@ def _worker_model(model_path, device: str):
     return _WORKER_MODELS[key]
 
 
-def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_size: int, device: str = "auto"):
+def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_size: int, device: str = "auto",
+                pose_ids: tuple[int, ...] | None = None):
     """One task: read, split and embed these files. Returns a list, per file, of
     ``(path, stamp, refs, vectors (n, P, D), skipped records)``."""
     model = _worker_model(model_path, device)
@@ -50,7 +51,7 @@ def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_s
             elif isinstance(ev, Skipped):
                 skipped.append({"source": ev.source, "page": ev.page, "reason": ev.reason, "file": path})
         if items:
-            vecs = np.concatenate([embed_poses(model, [it.image for it in items[s:s + batch_size]], poses)
+            vecs = np.concatenate([embed_poses(model, [it.image for it in items[s:s + batch_size]], poses, pose_ids)
                                    for s in range(0, len(items), batch_size)])
         else:
             vecs = None
@@ -62,8 +63,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            device: str = "auto", candidates: int = 10, poses: str = "dihedral+invert",
                            mode: str = "all", threshold: float | None = None, batch_size: int = 64,
                            store=None, localize: int = 50, metric: str = "l1", backend: str = "auto",
-                           options: SourceOptions | None = None, threads: int | None = None
-                           ) -> Iterator[ScreenProgress]:
+                           options: SourceOptions | None = None, threads: int | None = None,
+                           pose_embedding: str = "basis", index: str = "auto") -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -79,7 +80,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     """
     from distributed import Client
 
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric)
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
+    pose_ids = stored_pose_ids(poses, pose_embedding)
     options = options or SourceOptions()
     if client is None and scheduler is None:
         raise ValueError("pass `scheduler` (an address such as 'tcp://host:8786') or `client`")
@@ -88,7 +90,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     own_client = client is None
     client = client or Client(scheduler)
     try:
-        st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=model.config.embedding_dim)
+        st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=model.config.embedding_dim,
+                            pose_ids=pose_ids)
         refs, chunks, skipped = st.restore()
         n_restored = len(refs)
         completed = st.completed_files()
@@ -105,13 +108,13 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         opts = {k: getattr(options, k) for k in ("split_panels", "pdf_pages", "pdf_dpi", "max_pages", "min_panel_side")}
         batches = [files[i:i + files_per_task] for i in range(0, len(files), files_per_task)]
         task = partial(embed_files, model_path=model_path, poses=poses, options=opts,
-                       batch_size=batch_size, device=device)     # (Client.map has its own batch_size)
+                       batch_size=batch_size, device=device, pose_ids=pose_ids)     # (Client.map has its own batch_size)
         futures = client.map(task, batches, pure=False)
         done = 0
         for fut in futures:      # in order, so ids are those of the single-process screen
             for path, stamp, frefs, vecs, fskipped in fut.result():
                 if vecs is None:
-                    vecs = np.zeros((0, st_poses(poses), model.config.embedding_dim), np.float32)
+                    vecs = np.zeros((0, len(pose_ids), model.config.embedding_dim), np.float32)
                 st.append(vecs, frefs, {path: stamp} if stamp else {}, fskipped)
                 refs.extend(frefs)
                 chunks.append(st.chunks[-1].vectors)
@@ -125,11 +128,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     t_embed = time.perf_counter() - t0
     yield from _search_and_report(model, refs, chunks, skipped + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
-        metric=metric, backend=backend, threads=threads, store=store), {}, options, t0, t_embed, n_restored)
-
-
-def st_poses(poses: str) -> int:
-    return {"none": 1, "dihedral": 8, "dihedral+invert": 16}[poses]
+        metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
+        pose_embedding=pose_embedding, index=index), {}, options, t0, t_embed, n_restored)
 
 
 def screen_on_cluster(sources, model_path=None, **kwargs) -> ScreenResult:

@@ -1,15 +1,29 @@
 """Streamed pose embeddings in a resumable on-disk store, and nearest-neighbour candidates.
 
 Vectors are ``alpha * embedding`` (so plain L1 between rows is the model's metric f), one
-per pose: ``(N, P, D)`` with pose 0 the image as it is (P = 1, 8 or 16 for ``"none"``,
-``"dihedral"``, ``"dihedral+invert"``).
+per stored pose: ``(N, P, D)`` with pose 0 the image as it is.
 
-Candidate search: an index holds the pose-0 vectors of every item; every pose of every item
-is a query, so a flipped, rotated or inverted copy finds its original. The index is faiss
-``IndexFlat`` with ``METRIC_L1`` (exact, the model's own metric) when faiss is installed,
-else an exact chunked torch search. Memory is ``O(N * D)`` for the index plus one chunk of
-queries; there is never an ``N x N`` matrix. Candidates are then re-scored exactly with the
-full pose-minimum distance in both directions (what :meth:`ForensicModel.pairwise` gives).
+Which poses are stored (``pose_embedding``):
+
+* ``"all"``: every pose of the group (P = 1, 8 or 16 for ``"none"``, ``"dihedral"``,
+  ``"dihedral+invert"``). Pairs are scored exactly as :meth:`ForensicModel.pairwise` does:
+  the minimum over the poses of one image against the other as it is, both directions.
+* ``"basis"``: a *difference basis* of the group, ``POSE_BASES`` (6 of the 16 poses, 4 of the
+  8). If ``b`` is ``a`` in pose ``T``, there are stored poses ``s, t`` with ``s(a) = t(b)``
+  pixel for pixel, for every ``T`` of the group; so comparing every stored pose of ``a`` with
+  every stored pose of ``b`` reaches every flip, rotation and inversion, at 6/16 of the
+  embedding cost. The distance is then the minimum over those pose pairs (``pose_penalty``
+  added where the two poses differ); it is not the number :meth:`ForensicModel.distance`
+  gives, which embeds the 16 poses of the second image.
+
+Candidate search: an index holds the pose-0 vectors of every item (``"all"``) or every stored
+pose (``"basis"``); every stored pose of every item is a query, so a flipped, rotated or
+inverted copy finds its original. The index is faiss ``IndexFlat`` with ``METRIC_L1`` (exact,
+the model's own metric) when faiss is installed, else an exact chunked torch search; for very
+large corpora an inverted-file index (``IndexIVFFlat``, L1) searches a few cells instead of
+every row. Memory is ``O(N * P * D)`` for the index plus one chunk of queries; there is never
+an ``N x N`` matrix. Candidates are then re-scored exactly with the pose-minimum distance of
+the stored poses, in both directions.
 
 The store is a folder of chunks written atomically (``chunk-000000.npy`` vectors +
 ``chunk-000000.json`` rows and the files completed by that chunk) and a ``manifest.json``
@@ -24,6 +38,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +52,73 @@ STORE_FORMAT = "napari-siamforensic/screen-store/1"
 MODES = ("all", "within", "across")
 METRICS = ("l1", "l2")
 POSE_COUNTS = {"none": 1, "dihedral": 8, "dihedral+invert": 16}
+# Difference bases (indices into ``pose_stack``'s order): every pose T of the group is t^-1 s for
+# some s, t of the basis. 6 is the fewest for the 16 poses, 4 for the 8 (found by exhaustive search).
+POSE_BASES = {"none": (0,), "dihedral": (0, 1, 4, 6), "dihedral+invert": (0, 1, 2, 4, 11, 12)}
+POSE_EMBEDDINGS = ("basis", "all")
+INDEXES = ("auto", "flat", "ivf")
+IVF_MIN_ROWS = 200_000   # index="auto" uses the inverted-file index from this many rows on
+
+
+def stored_pose_ids(poses: str, pose_embedding: str = "all") -> tuple[int, ...]:
+    """Which poses (indices into ``pose_stack``'s order) a screen embeds for every item."""
+    if poses not in POSE_COUNTS:
+        raise ValueError(f"`poses` must be one of {tuple(POSE_COUNTS)}, got {poses!r}")
+    if pose_embedding not in POSE_EMBEDDINGS:
+        raise ValueError(f"`pose_embedding` must be one of {POSE_EMBEDDINGS}, got {pose_embedding!r}")
+    return tuple(range(POSE_COUNTS[poses])) if pose_embedding == "all" else POSE_BASES[poses]
+
+
+@lru_cache(maxsize=1)
+def pose_composition() -> np.ndarray:
+    """``(16, 16)`` int: ``C[s, t]`` is the pose "t, then s" (indices into ``pose_stack``'s order)."""
+    # no symmetry of its own: neither a flip or turn of itself, nor of its inversion
+    x = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.45, 0.6, 0.65, 0.8, 0.95]).reshape(1, 1, 3, 3)
+    poses = pose_stack(x, "dihedral+invert")[:, 0]                          # (16, 1, 3, 3)
+    out = np.empty((16, 16), np.int64)
+    for t in range(16):
+        after = pose_stack(poses[t].unsqueeze(0), "dihedral+invert")[:, 0]
+        for s in range(16):
+            out[s, t] = int(((poses - after[s]).abs().flatten(1).amax(1) < 1e-6).nonzero()[0, 0])
+    return out
+
+
+@dataclass(frozen=True)
+class PosePairs:
+    """The pose pairs a pair of items is compared in: stored pose ``i`` of a against stored
+    pose ``j`` of b (column indices), with ``offset`` (the pose penalty where the relation is
+    not the identity); ``pose``/``of_b`` is the relation in the terms of :func:`best_poses`."""
+
+    i: np.ndarray
+    j: np.ndarray
+    offset: np.ndarray
+    pose: np.ndarray
+    of_b: np.ndarray
+
+
+def pose_pairs(pose_ids: tuple[int, ...], penalty: float = 0.0) -> PosePairs:
+    """All poses stored (``0..P-1``): a as it is against every pose of b, and every pose of a
+    against b as it is (the exact pose minimum). A basis: every stored pose against every other."""
+    ids = tuple(int(p) for p in pose_ids)
+    comp = pose_composition()
+    rows = []
+    if ids == tuple(range(len(ids))):
+        rows += [(0, j, ids[j], True) for j in range(len(ids))]
+        rows += [(i, 0, ids[i], False) for i in range(1, len(ids))]
+    else:
+        for i, s in enumerate(ids):
+            for j, t in enumerate(ids):
+                # s(a) = t(b)  <=>  b = T(a) with t∘T = s
+                if s == 0:
+                    rows.append((i, j, t, True))          # a as it is ~ pose t of b
+                elif t == 0:
+                    rows.append((i, j, s, False))         # pose s of a ~ b as it is
+                else:
+                    rows.append((i, j, int(np.flatnonzero(comp[t] == s)[0]), False))
+    i, j, pose, of_b = (np.array(c) for c in zip(*rows))
+    identity = (pose == 0)
+    offset = np.where(identity, 0.0, float(penalty)).astype(np.float32)
+    return PosePairs(i.astype(np.int64), j.astype(np.int64), offset, pose.astype(np.int64), of_b.astype(bool))
 
 
 def have_faiss() -> bool:
@@ -48,10 +130,14 @@ def have_faiss() -> bool:
 
 
 @torch.no_grad()
-def embed_poses(model: ForensicModel, images: list[np.ndarray], poses: str) -> np.ndarray:
-    """``(B, P, D)`` float32: ``alpha * embedding`` of every pose of every image."""
+def embed_poses(model: ForensicModel, images: list[np.ndarray], poses: str,
+                pose_ids: tuple[int, ...] | None = None) -> np.ndarray:
+    """``(B, P, D)`` float32: ``alpha * embedding`` of every pose of every image (or of the
+    poses ``pose_ids`` only, indices into ``pose_stack``'s order)."""
     x = prepare_batch(images, model.input_size, model.device)
     stack = pose_stack(x, poses)                                  # (P, B, 1, S, S)
+    if pose_ids is not None:
+        stack = stack[list(pose_ids)]
     p, b = stack.shape[:2]
     e = model.embed_tensor(stack.reshape(p * b, *x.shape[1:])).reshape(p, b, -1)
     e = e * model.net.alpha.float()
@@ -107,15 +193,18 @@ class EmbeddingStore:
         Embedding dimension D.
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, model_id: str, poses: str, dim: int):
+    def __init__(self, path: str | os.PathLike | None, *, model_id: str, poses: str, dim: int,
+                 pose_ids: tuple[int, ...] | None = None):
         self.path = Path(path) if path is not None else None
         self.model_id, self.poses, self.dim = model_id, poses, int(dim)
+        self.pose_ids = tuple(int(p) for p in pose_ids) if pose_ids is not None else stored_pose_ids(poses, "all")
         self.chunks: list[StoredChunk] = []
         if self.path is not None:
             self._open()
 
     def _manifest(self) -> dict:
-        return {"format": STORE_FORMAT, "model": self.model_id, "poses": self.poses, "dim": self.dim}
+        return {"format": STORE_FORMAT, "model": self.model_id, "poses": self.poses, "dim": self.dim,
+                "pose_ids": list(self.pose_ids)}
 
     def _open(self) -> None:
         assert self.path is not None
@@ -131,9 +220,12 @@ class EmbeddingStore:
             want = self._manifest()
             if have.get("format") != STORE_FORMAT:
                 raise ValueError(f"`store`: {str(self.path)!r} is not a screen store (format {have.get('format')!r})")
-            for key in ("model", "poses", "dim"):
+            if "pose_ids" not in have and have.get("poses") in POSE_COUNTS:     # stores of before the bases
+                have["pose_ids"] = list(stored_pose_ids(have["poses"], "all"))
+            for key in ("model", "poses", "dim", "pose_ids"):
                 if have.get(key) != want[key]:
-                    raise ValueError(f"`store`: {str(self.path)!r} was built with {key} {have.get(key)!r}, this "
+                    what = "stored poses (pose_embedding)" if key == "pose_ids" else key
+                    raise ValueError(f"`store`: {str(self.path)!r} was built with {what} {have.get(key)!r}, this "
                                      f"screen uses {want[key]!r}; use a new store folder")
         else:
             _atomic_write(man, json.dumps(self._manifest(), indent=1).encode())
@@ -209,13 +301,21 @@ def file_stamp(path: str) -> str | None:
 class Vectors:
     """Row access to a list of ``(B, P, D)`` chunks without concatenating them."""
 
-    def __init__(self, chunks: list[np.ndarray]):
+    def __init__(self, chunks: list[np.ndarray], pose_ids: tuple[int, ...] | None = None):
         self.chunks = [c for c in chunks if len(c)]
         sizes = [len(c) for c in self.chunks]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n = int(self.offsets[-1])
-        self.p = int(self.chunks[0].shape[1]) if self.chunks else 1
+        self.p = int(self.chunks[0].shape[1]) if self.chunks else (len(pose_ids) if pose_ids else 1)
         self.d = int(self.chunks[0].shape[2]) if self.chunks else 0
+        self.pose_ids = tuple(int(p) for p in pose_ids) if pose_ids is not None else tuple(range(self.p))
+        if len(self.pose_ids) != self.p:
+            raise ValueError(f"{self.p} poses stored per item but {len(self.pose_ids)} pose ids given")
+
+    @property
+    def all_poses(self) -> bool:
+        """True when every pose of the group is stored (pose 0 alone is the index)."""
+        return self.pose_ids == tuple(range(self.p))
 
     def __len__(self) -> int:
         return self.n
@@ -231,8 +331,18 @@ class Vectors:
         return out
 
     def pose0(self) -> np.ndarray:
-        """``(N, D)`` pose-0 vectors (the index)."""
+        """``(N, D)`` pose-0 vectors."""
         return np.concatenate([np.asarray(c[:, 0]) for c in self.chunks]) if self.chunks else np.zeros((0, self.d), np.float32)
+
+    def index_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows the neighbour index holds and the item of each: the pose-0 vectors when all
+        poses are stored, else every stored pose (``(N * P, D)``)."""
+        if self.all_poses:
+            return self.pose0(), np.arange(self.n, dtype=np.int64)
+        if not self.chunks:
+            return np.zeros((0, self.d), np.float32), np.zeros(0, np.int64)
+        rows = np.concatenate([np.asarray(c).reshape(-1, self.d) for c in self.chunks])
+        return rows, np.repeat(np.arange(self.n, dtype=np.int64), self.p)
 
     def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.n, size):
@@ -240,24 +350,22 @@ class Vectors:
 
 
 # ----------------------------------------------------------------------------------- search
-def _pose_offsets(n_poses: int, penalty: float) -> np.ndarray:
-    """``(P,)``: 0 for an image's own pose (the first), ``penalty`` for the others."""
-    off = np.full(n_poses, penalty, np.float32)
-    off[0] = 0.0
-    return off
+def _pair_distances(va: np.ndarray, vb: np.ndarray, pp: PosePairs) -> np.ndarray:
+    """``(m, K)``: f of every pose pair of ``pp`` (offsets added)."""
+    return np.abs(va[:, pp.i] - vb[:, pp.j]).sum(-1) + pp.offset
 
 
-def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096,
+def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048,
                       penalty: float = 0.0) -> np.ndarray:
-    """Exact symmetric distance per pair: ``min(min_p |a0 - b_p|, min_p |b0 - a_p|)``, ``(M,)``,
-    with ``penalty`` added to every pose but the own one (``ForensicModel.pose_penalty``)."""
+    """Exact symmetric distance per pair, ``(M,)``: with all poses stored,
+    ``min(min_p |a0 - b_p|, min_p |b0 - a_p|)``; with a pose basis, the minimum over every
+    stored pose of a against every stored pose of b. ``penalty`` is added wherever the two are
+    compared in different poses (``ForensicModel.pose_penalty``)."""
+    pp = pose_pairs(vectors.pose_ids, penalty)
     out = np.empty(len(a), np.float32)
     for s in range(0, len(a), chunk):
         va, vb = vectors.rows(a[s:s + chunk]), vectors.rows(b[s:s + chunk])
-        off = _pose_offsets(vb.shape[1], penalty)
-        d1 = (np.abs(va[:, :1] - vb).sum(-1) + off).min(1)
-        d2 = (np.abs(vb[:, :1] - va).sum(-1) + off).min(1)
-        out[s:s + chunk] = np.minimum(d1, d2)
+        out[s:s + chunk] = _pair_distances(va, vb, pp).min(1)
     return out
 
 
@@ -281,20 +389,57 @@ class _TorchFlat:
         return torch.cat(ds).numpy(), torch.cat(is_).numpy()
 
 
-def build_index(base: np.ndarray, metric: str = "l1", backend: str = "auto", threads: int | None = None):
-    """An exact flat index over ``base`` ``(N, D)``: faiss when available, else torch."""
+def resolve_index(index: str, rows: int, backend: str = "auto") -> str:
+    """``"flat"`` or ``"ivf"`` for an index of ``rows`` rows (``"auto"``: IVF from
+    ``IVF_MIN_ROWS`` rows on, when faiss is there)."""
+    if index not in INDEXES:
+        raise ValueError(f"`index` must be one of {INDEXES}, got {index!r}")
+    faiss_ok = backend == "faiss" or (backend == "auto" and have_faiss())
+    if index == "ivf":
+        if not faiss_ok:
+            raise ValueError("`index='ivf'` needs faiss (pip install faiss-cpu) and backend 'auto' or 'faiss'")
+        return "ivf"
+    if index == "auto":
+        return "ivf" if faiss_ok and rows >= IVF_MIN_ROWS else "flat"
+    return "flat"
+
+
+def ivf_shape(rows: int) -> tuple[int, int]:
+    """``(cells, cells searched per query)`` of the inverted-file index for ``rows`` rows."""
+    nlist = int(np.clip(4 * np.sqrt(max(rows, 1)), 16, 8192))
+    return nlist, max(1, min(nlist, 48))
+
+
+def build_index(base: np.ndarray, metric: str = "l1", backend: str = "auto", threads: int | None = None,
+                index: str = "flat", seed: int = 0):
+    """A flat (exact) index over ``base`` ``(N, D)``: faiss when available, else torch; or with
+    ``index="ivf"`` a faiss inverted-file index (``ivf_shape`` cells, k-means on a sample)."""
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}")
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"`backend` must be 'auto', 'faiss' or 'torch', got {backend!r}")
+    kind = resolve_index(index, len(base), backend)
     if backend == "faiss" or (backend == "auto" and have_faiss()):
         import faiss
 
         if threads:
             faiss.omp_set_num_threads(int(threads))
-        index = faiss.IndexFlat(base.shape[1], faiss.METRIC_L1 if metric == "l1" else faiss.METRIC_L2)
-        index.add(np.ascontiguousarray(base, dtype=np.float32))
-        return index
+        fmetric = faiss.METRIC_L1 if metric == "l1" else faiss.METRIC_L2
+        base = np.ascontiguousarray(base, dtype=np.float32)
+        if kind == "ivf":
+            nlist, nprobe = ivf_shape(len(base))
+            quantizer = faiss.IndexFlat(base.shape[1], fmetric)
+            ivf = faiss.IndexIVFFlat(quantizer, base.shape[1], nlist, fmetric)
+            rng = np.random.default_rng(seed)
+            sample = base if len(base) <= 64 * nlist else base[np.sort(rng.choice(len(base), 64 * nlist, replace=False))]
+            ivf.cp.seed = int(seed)
+            ivf.train(sample)
+            ivf.add(base)
+            ivf.nprobe = nprobe
+            return ivf
+        flat = faiss.IndexFlat(base.shape[1], fmetric)
+        flat.add(base)
+        return flat
     return _TorchFlat(base, metric)
 
 
@@ -310,13 +455,13 @@ def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.
 
 def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, mode: str = "all",
                          metric: str = "l1", backend: str = "auto", query_chunk: int = 256,
-                         threads: int | None = None, pose_penalty: float = 0.0):
+                         threads: int | None = None, pose_penalty: float = 0.0, index: str = "auto"):
     """Candidate pairs ``(a, b, distance)`` with ``a < b``, each item's ``k`` nearest others.
 
     Parameters
     ----------
     vectors : Vectors
-        ``(N, P, D)`` pose vectors.
+        ``(N, P, D)`` pose vectors (all poses, or a pose basis: see the module's docstring).
     groups : (N,) int
         Document of each item; ``mode`` ``"within"`` keeps pairs inside one document,
         ``"across"`` pairs between documents, ``"all"`` both.
@@ -326,6 +471,10 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     pose_penalty : float
         Added to the poses other than an item's own in the re-scoring (the model's
         ``pose_penalty``); the neighbour search itself ranks by the plain pose distance.
+    index : {"auto", "flat", "ivf"}
+        ``"flat"`` compares every query with every row (exact); ``"ivf"`` (faiss) only with the
+        rows of the nearest cells, ``ivf_shape`` (approximate, for very large corpora);
+        ``"auto"``: IVF from ``IVF_MIN_ROWS`` index rows on. ``"within"`` is always exact.
 
     Yields ``(done, total)`` items searched; returns (``StopIteration.value``, or
     ``result = yield from ...``)
@@ -349,32 +498,36 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         for members in np.split(order, bounds):
             if len(members) > 1:
                 va = vectors.rows(members)
-                base = torch.from_numpy(va[:, 0])
-                q = torch.from_numpy(va).reshape(-1, va.shape[-1])
-                d = torch.cdist(q, base, p=1 if metric == "l1" else 2).reshape(len(members), va.shape[1], -1).amin(1)
+                m, p, dim = va.shape
+                base = torch.from_numpy(va[:, :1] if vectors.all_poses else va).reshape(-1, dim)
+                q = torch.from_numpy(va).reshape(-1, dim)
+                d = torch.cdist(q, base, p=1 if metric == "l1" else 2).reshape(m, p, m, -1).amin(dim=(1, 3))
                 d.fill_diagonal_(float("inf"))
-                kk = min(k, len(members) - 1)
+                kk = min(k, m - 1)
                 nn = d.topk(kk, dim=1, largest=False).indices.numpy()
                 found_a.append(np.repeat(members, kk))
                 found_b.append(members[nn.reshape(-1)])
             done += len(members)
             yield done, n
     else:
-        index = build_index(vectors.pose0(), metric, backend, threads)
+        base, base_item = vectors.index_rows()
+        per_item = len(base) // n
+        searcher = build_index(base, metric, backend, threads, index=index)
+        del base
         gsize = np.bincount(groups) if mode == "across" else None
         for start, block in vectors.blocks(query_chunk):
             bn, p, dim = block.shape
             ids = np.arange(start, start + bn)
             extra = int(gsize[groups[ids]].max()) if gsize is not None else 1
-            kf = min(n, k + extra)
-            dist, nbr = index.search(np.ascontiguousarray(block.reshape(bn * p, dim)), kf)
+            kf = min(n * per_item, (k + extra) * per_item)
+            dist, nbr = searcher.search(np.ascontiguousarray(block.reshape(bn * p, dim)), kf)
             dist = dist.reshape(bn, p * kf)
             nbr = nbr.reshape(bn, p * kf)
             for r in range(bn):
                 i = ids[r]
                 o = np.argsort(dist[r], kind="stable")
                 cand = nbr[r, o]
-                cand = cand[cand >= 0]
+                cand = base_item[cand[cand >= 0]]
                 if mode == "across":
                     cand = cand[groups[cand] != groups[i]]
                 else:
@@ -400,22 +553,23 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     return pairs[order, 0], pairs[order, 1], d[order]
 
 
-def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 4096,
+def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048,
                penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Which pose relates each pair best: ``(pose index (M,), True where it is a pose of b)``,
-    with ``penalty`` added to every pose but the own one, as in :func:`pose_min_distance`."""
+    """Which pose relates each pair best: ``(pose index (M,), True where it is a pose of b)``
+    (pose ``p`` of b matches a as it is; or, False, pose ``p`` of a matches b as it is), with
+    ``penalty`` added as in :func:`pose_min_distance`."""
+    pp = pose_pairs(vectors.pose_ids, penalty)
     pose = np.zeros(len(a), np.int64)
     of_b = np.ones(len(a), bool)
     for s in range(0, len(a), chunk):
         va, vb = vectors.rows(a[s:s + chunk]), vectors.rows(b[s:s + chunk])
-        off = _pose_offsets(vb.shape[1], penalty)
-        d_b = np.abs(va[:, :1] - vb).sum(-1) + off     # poses of b against a, (m, P)
-        d_a = np.abs(vb[:, :1] - va).sum(-1) + off     # poses of a against b
-        use_b = d_b.min(1) <= d_a.min(1)
-        pose[s:s + chunk] = np.where(use_b, d_b.argmin(1), d_a.argmin(1))
-        of_b[s:s + chunk] = use_b
+        best = _pair_distances(va, vb, pp).argmin(1)
+        pose[s:s + chunk] = pp.pose[best]
+        of_b[s:s + chunk] = pp.of_b[best]
     return pose, of_b
 
 
 __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_min_distance",
-           "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS"]
+           "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
+           "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
+           "PosePairs", "resolve_index", "ivf_shape"]
