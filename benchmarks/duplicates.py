@@ -48,6 +48,10 @@ def _parse(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-model", action="store_true", help="baselines only")
     p.add_argument("--raw", action="store_true", help="also score the raw paper f (poses='none')")
+    p.add_argument("--pose-penalty", type=float, default=None, metavar="X",
+                   help="the model's pose penalty for this run (default: the value in the model file)")
+    p.add_argument("--compare-pose-penalties", type=float, nargs="+", default=[], metavar="X",
+                   help="also score with these pose penalties (same weights, same pairs, same run)")
     p.add_argument("--untrained", action="store_true",
                    help="also score an untrained network (same architecture and poses, random weights, "
                         "torch seed 0): the floor that training has to beat")
@@ -81,8 +85,14 @@ def _model_methods(args) -> dict:
         return {}
     import napari_siamforensic as sf
 
-    model = sf.load_model(args.model, device=args.device)
+    model = sf.load_model(args.model, device=args.device, pose_penalty=args.pose_penalty)
     methods = {"siamforensic": model.distance}
+    for x in args.compare_pose_penalties:
+        import copy
+
+        other = copy.copy(model)          # same network, another penalty
+        other.pose_penalty = x
+        methods[f"siamforensic (pose penalty {x:g})"] = other.distance
     if args.raw:
         methods["siamforensic (raw f)"] = lambda a, b: model.distance(a, b, poses="none")
     if args.untrained:
@@ -105,7 +115,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print("# Duplicate-detection benchmark\n")
     if model is not None:
-        print(f"- model: `{args.model or 'bundled default'}` on `{model.device}`, poses `{model.poses}`")
+        print(f"- model: `{args.model or 'bundled default'}` on `{model.device}`, poses `{model.poses}`, "
+              f"pose penalty {model.pose_penalty:g}")
     print(f"- machine: {_machine()}")
     payload = {"args": vars(args)}
     if not args.no_reuse:

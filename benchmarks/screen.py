@@ -166,9 +166,12 @@ def make_figure(rng):
 
 def exhaustive_topk(vectors, k_values, block=256):
     """Exact symmetric pose-min distance of every item to every other, in blocks of rows:
-    ``{k: set of (a, b) pairs, a < b}`` of every item's k nearest, and the seconds taken."""
+    ``{k: set of (a, b) pairs, a < b}`` of every item's k nearest, and the seconds taken.
+    (With a pose basis stored: the minimum over every stored pose pair.)"""
     import torch
 
+    if not vectors.all_poses:
+        return _exhaustive_basis(vectors, k_values, block)
     t0 = time.perf_counter()
     base0 = torch.from_numpy(vectors.pose0())                       # (N, D)
     n = len(vectors)
@@ -185,6 +188,28 @@ def exhaustive_topk(vectors, k_values, block=256):
         d2 = torch.cat([torch.cdist(b[:, 0], c.reshape(-1, d), p=1).reshape(bn, len(c), p).amin(2)
                         for c in allv], 1)                                              # i vs poses of j
         dist = torch.minimum(d1, d2)
+        dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
+        nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
+        for r in range(bn):
+            i = start + r
+            for k in k_values:
+                for j in nn[r, :k].tolist():
+                    found[k].add((min(i, j), max(i, j)))
+    return found, time.perf_counter() - t0
+
+
+def _exhaustive_basis(vectors, k_values, block=256):
+    import torch
+
+    t0 = time.perf_counter()
+    n = len(vectors)
+    allv = torch.from_numpy(np.ascontiguousarray(vectors.rows(np.arange(n))))      # (N, P, D)
+    kmax = max(k_values)
+    found = {k: set() for k in k_values}
+    for start in range(0, n, block):
+        b = allv[start:start + block]
+        bn, p, d = b.shape
+        dist = torch.cdist(b.reshape(bn * p, d), allv.reshape(n * p, d), p=1).reshape(bn, p, n, p).amin(dim=(1, 3))
         dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
         nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
         for r in range(bn):
@@ -229,73 +254,93 @@ def panel_benchmark(n_figures=200, n_singles=300, seed=7):
 
 
 def run_corpus(n, args, model):
-    from napari_siamforensic.screening import screen
-    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs
-    from napari_siamforensic.screening.localize import Localizer, box_iou
-    from napari_siamforensic.screening.sources import load_item_image
-
-    rows = {}
+    """``{pose embedding: rows}``: one generated corpus, screened once per ``--pose-embedding``."""
+    out = {}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp) / "corpus"
         folder.mkdir()
         t = time.perf_counter()
         names, planted = write_corpus(folder, n, args.dup_fraction, seed=n)
-        rows["generate s"] = time.perf_counter() - t
-        store = Path(tmp) / "store"
-        with PeakRSS() as mem:
-            t = time.perf_counter()
-            res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
-                         store=store, batch_size=args.batch_size, threads=args.threads)
-            wall = time.perf_counter() - t
-        rows["items"] = len(res.items)
-        rows["screen wall s"] = wall
-        rows["embed s"] = res.info["seconds_embed"]
-        rows["search s"] = res.info["seconds_search"]
-        rows["items/s"] = len(res.items) / wall
-        rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
-        src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
-        truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
-        # the same store, searched again at each k, and exhaustively
-        st = EmbeddingStore(store, model_id=model.identity(), poses=args.poses, dim=model.config.embedding_dim)
-        refs, chunks, _ = st.restore()
-        vectors = Vectors(chunks)
-        assert len(vectors) == len(res.items)
-        groups = np.arange(len(vectors))
-        for k in args.k:
-            t = time.perf_counter()
-            a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads)
-            dt = time.perf_counter() - t
-            got = set(zip(a.tolist(), b.tolist()))
-            rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
-            rows[f"search s @{k}"] = dt
-            if k == max(args.k):
-                top = set(zip(a[:len(truth)].tolist(), b[:len(truth)].tolist()))
-                rows["R-precision"] = len(truth & top) / len(truth)
-                rows["planted with f <= 1"] = float(np.mean([dd <= 1.0 for aa, bb, dd in zip(a, b, d) if (aa, bb) in truth]))
-        if args.exhaustive:
-            found, dt = exhaustive_topk(vectors, args.k)
-            for k in args.k:
-                rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
-            rows["exhaustive s"] = dt
-        # localisation of planted pairs
-        loc = Localizer()
-        ious, ious_pose, pose_ok = [], [], []
+        generate_s = time.perf_counter() - t
+        for emb in args.pose_embedding:
+            rows = {"generate s": generate_s}
+            _screen_corpus(rows, folder, Path(tmp) / f"store-{emb}", planted, emb, args, model)
+            out[emb] = rows
+            print(f"N={n} {emb} done, load average {os.getloadavg()}", flush=True)
+    return out
+
+
+def _screen_corpus(rows, folder, store, planted, emb, args, model):
+    from napari_siamforensic.screening import screen
+    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs, stored_pose_ids
+    from napari_siamforensic.screening.localize import Localizer, box_iou
+    from napari_siamforensic.screening.sources import load_item_image
+
+    with PeakRSS() as mem:
         t = time.perf_counter()
-        by_name = {os.path.basename(r.source): r for r in refs}
-        for o, c, box, (mirror, turns) in planted[:args.localize]:
-            ia = load_item_image(by_name[o])
-            ib = load_item_image(by_name[c])
-            m = loc(ia, ib)
-            ious.append(box_iou(m.box_a, box))
-            ious_pose.append(box_iou((0, 0, ia.shape[1], ia.shape[0]), box))
-            pose_ok.append(m.method != "pose" and m.mirrored == mirror)
-        if ious:
-            rows["localised pairs"] = len(ious)
-            rows["IoU mean (ORB+RANSAC)"] = float(np.mean(ious))
-            rows["IoU median (ORB+RANSAC)"] = float(np.median(ious))
-            rows["IoU mean (whole frame)"] = float(np.mean(ious_pose))
-            rows["mirror found"] = float(np.mean(pose_ok))
-            rows["s per pair localised"] = (time.perf_counter() - t) / len(ious)
+        res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
+                     store=store, batch_size=args.batch_size, threads=args.threads,
+                     pose_embedding=emb, index=args.index)
+        wall = time.perf_counter() - t
+    rows["items"] = len(res.items)
+    rows["stored poses"] = res.info["stored_poses"]
+    rows["index"] = res.info["index"]
+    rows["screen wall s"] = wall
+    rows["embed s"] = res.info["seconds_embed"]
+    rows["search s"] = res.info["seconds_search"]
+    rows["items/s"] = len(res.items) / wall
+    rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
+    src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
+    truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
+    # the same store, searched again at each k, and exhaustively
+    ids = stored_pose_ids(args.poses, emb)
+    st = EmbeddingStore(store, model_id=model.identity(), poses=args.poses, dim=model.config.embedding_dim,
+                        pose_ids=ids)
+    refs, chunks, _ = st.restore()
+    vectors = Vectors(chunks, ids)
+    assert len(vectors) == len(res.items)
+    groups = np.arange(len(vectors))
+    for k in args.k:
+        t = time.perf_counter()
+        a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
+                                  pose_penalty=model.pose_penalty)
+        dt = time.perf_counter() - t
+        got = set(zip(a.tolist(), b.tolist()))
+        rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
+        rows[f"search s @{k}"] = dt
+        if args.ivf_check:
+            t = time.perf_counter()
+            ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
+            rows[f"recall@{k} (IVF index)"] = len(truth & set(zip(ai.tolist(), bi.tolist()))) / len(truth)
+            rows[f"IVF search s @{k}"] = time.perf_counter() - t
+        if k == max(args.k):
+            top = set(zip(a[:len(truth)].tolist(), b[:len(truth)].tolist()))
+            rows["R-precision"] = len(truth & top) / len(truth)
+            rows["planted with f <= 1"] = float(np.mean([dd <= 1.0 for aa, bb, dd in zip(a, b, d) if (aa, bb) in truth]))
+    if args.exhaustive:
+        found, dt = exhaustive_topk(vectors, args.k)
+        for k in args.k:
+            rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
+        rows["exhaustive s"] = dt
+    # localisation of planted pairs
+    loc = Localizer()
+    ious, ious_pose, pose_ok = [], [], []
+    t = time.perf_counter()
+    by_name = {os.path.basename(r.source): r for r in refs}
+    for o, c, box, (mirror, turns) in planted[:args.localize]:
+        ia = load_item_image(by_name[o])
+        ib = load_item_image(by_name[c])
+        m = loc(ia, ib)
+        ious.append(box_iou(m.box_a, box))
+        ious_pose.append(box_iou((0, 0, ia.shape[1], ia.shape[0]), box))
+        pose_ok.append(m.method != "pose" and m.mirrored == mirror)
+    if ious:
+        rows["localised pairs"] = len(ious)
+        rows["IoU mean (ORB+RANSAC)"] = float(np.mean(ious))
+        rows["IoU median (ORB+RANSAC)"] = float(np.median(ious))
+        rows["IoU mean (whole frame)"] = float(np.mean(ious_pose))
+        rows["mirror found"] = float(np.mean(pose_ok))
+        rows["s per pair localised"] = (time.perf_counter() - t) / len(ious)
     return rows
 
 
@@ -333,6 +378,11 @@ def main(argv=None):
                    help="also print, per panel kind, f between N different panels and of N/2 planted copies")
     p.add_argument("--k", type=int, nargs="+", default=[1, 10])
     p.add_argument("--poses", default="dihedral+invert")
+    p.add_argument("--pose-embedding", nargs="+", choices=("basis", "all"), default=["basis"],
+                   help="screen each corpus once per value (same corpus, same run: a fair ratio)")
+    p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto")
+    p.add_argument("--ivf-check", action="store_true",
+                   help="also search each store with the IVF index and print its recall")
     p.add_argument("--dup-fraction", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
@@ -378,10 +428,10 @@ def main(argv=None):
         return
     results = {}
     for n in args.n:
-        results[n] = run_corpus(n, args, model)
-        print(f"N={n} done, load average {os.getloadavg()}", flush=True)
+        for emb, rows in run_corpus(n, args, model).items():
+            results[(n, emb)] = rows
     keys = list(dict.fromkeys(k for r in results.values() for k in r))
-    print("\n| metric | " + " | ".join(f"N = {n:,}" for n in results) + " |")
+    print("\n| metric | " + " | ".join(f"N = {n:,} ({emb})" for n, emb in results) + " |")
     print("|---" * (len(results) + 1) + "|")
     for key in keys:
         vals = [results[n].get(key) for n in results]

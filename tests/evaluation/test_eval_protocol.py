@@ -64,3 +64,16 @@ def test_evaluate_model_runs_model_and_baselines_on_the_same_pairs():
     assert s.loc["siamforensic", "n_pairs"] == 6
     assert list(r["per_family"].index) == ["invert", "noise", "all"]
     assert np.isnan(s.loc["phash", "decision_acc"])
+
+
+def test_protocol_default_deformation_is_frozen_without_the_later_families():
+    from napari_siamforensic.core.config import DeformConfig
+    from napari_siamforensic.core.deform import deform_images
+    from napari_siamforensic.evaluation.protocol import _default_deform, protocol_deform_config
+
+    cfg = protocol_deform_config()
+    assert cfg.p_stretch == 0.0 and cfg.p_erase == 0.0
+    # everything else is the training default
+    assert cfg == DeformConfig(p_stretch=0.0, p_erase=0.0)
+    batch = np.random.default_rng(0).random((3, 256, 256), dtype=np.float32)
+    np.testing.assert_array_equal(_default_deform(batch, 5), deform_images(batch, cfg, seed=5))

@@ -22,7 +22,7 @@ from PIL import Image
 from .metrics import triplet_accuracy
 from ._images import to_gray01
 
-__all__ = ["PAPER_SYNTHETIC_ACCURACY", "paper_protocol", "sources_to_256"]
+__all__ = ["PAPER_SYNTHETIC_ACCURACY", "paper_protocol", "sources_to_256", "protocol_deform_config"]
 
 #: Triplet accuracy of the paper's SN model on its synthetic test set (402 classes x 10).
 PAPER_SYNTHETIC_ACCURACY = 0.853731
@@ -46,10 +46,20 @@ def sources_to_256(sources: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def protocol_deform_config():
+    """The protocol's default deformation, frozen: the training defaults of the first three
+    sessions (the authors' deformations plus rot90, crops, levels, inversion, noise, blur and
+    scale bars), without the anisotropic stretch and erased rectangles added to training
+    later, so that protocol figures stay comparable from session to session."""
+    from napari_siamforensic.core.config import DeformConfig
+
+    return DeformConfig(p_stretch=0.0, p_erase=0.0)
+
+
 def _default_deform(batch: np.ndarray, seed: int) -> np.ndarray:
     from napari_siamforensic.core.deform import deform_images  # lazy: torch only when needed
 
-    return deform_images(batch, seed=seed)
+    return deform_images(batch, protocol_deform_config(), seed=seed)
 
 
 def _as_numpy_128(x, n: int) -> np.ndarray:
@@ -94,7 +104,8 @@ def paper_protocol(
         ``(distances, seconds)`` tuple is accepted too.
     deform_fn : callable, optional
         ``deform_fn(batch (N, 256, 256) float32 in [0, 1], seed: int) -> (N, 128, 128)``.
-        Default: ``napari_siamforensic.core.deform.deform_images`` (the paper's deformation).
+        Default: ``napari_siamforensic.core.deform.deform_images`` with
+        :func:`protocol_deform_config` (the training deformation of the first sessions, frozen).
     n_repeats : int
         Rounds through all classes (paper: 10).
     seed : int
