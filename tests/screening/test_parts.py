@@ -315,3 +315,16 @@ def test_ivf_index_probing_every_cell_is_exact_and_auto_switches():
         candidate_pairs(vectors, groups, index="hnsw")
     with pytest.raises(ValueError, match="faiss"):
         candidate_pairs(vectors, groups, index="ivf", backend="torch")
+
+
+def test_poses_of_is_pose_stack_picked():
+    import torch
+
+    from napari_siamforensic.core.scoring import pose_stack
+    from napari_siamforensic.screening.index import POSE_BASES, poses_of
+
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    full = pose_stack(x, "dihedral+invert")
+    assert torch.equal(poses_of(x, range(16)), full)
+    ids = POSE_BASES["dihedral+invert"]
+    assert torch.equal(poses_of(x, ids), full[list(ids)])

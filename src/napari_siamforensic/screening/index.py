@@ -129,15 +129,24 @@ def have_faiss() -> bool:
     return True
 
 
+def poses_of(x: torch.Tensor, pose_ids) -> torch.Tensor:
+    """``pose_stack(x, "dihedral+invert")[pose_ids]`` without making the other poses."""
+    out = []
+    for i in pose_ids:
+        inv, flip, k = int(i) // 8, (int(i) // 4) % 2, int(i) % 4
+        t = torch.flip(x, dims=(-1,)) if flip else x
+        t = torch.rot90(t, k, dims=(-2, -1))
+        out.append(1 - t if inv else t)
+    return torch.stack(out)
+
+
 @torch.no_grad()
 def embed_poses(model: ForensicModel, images: list[np.ndarray], poses: str,
                 pose_ids: tuple[int, ...] | None = None) -> np.ndarray:
     """``(B, P, D)`` float32: ``alpha * embedding`` of every pose of every image (or of the
     poses ``pose_ids`` only, indices into ``pose_stack``'s order)."""
     x = prepare_batch(images, model.input_size, model.device)
-    stack = pose_stack(x, poses)                                  # (P, B, 1, S, S)
-    if pose_ids is not None:
-        stack = stack[list(pose_ids)]
+    stack = pose_stack(x, poses) if pose_ids is None else poses_of(x, pose_ids)   # (P, B, 1, S, S)
     p, b = stack.shape[:2]
     e = model.embed_tensor(stack.reshape(p * b, *x.shape[1:])).reshape(p, b, -1)
     e = e * model.net.alpha.float()
@@ -572,4 +581,4 @@ def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048
 __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_min_distance",
            "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
            "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
-           "PosePairs", "resolve_index", "ivf_shape"]
+           "PosePairs", "resolve_index", "ivf_shape", "poses_of"]
