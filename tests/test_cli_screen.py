@@ -150,3 +150,25 @@ def test_screen_bad_pose_embedding_is_one_line(figures, capsys):
     assert main(["screen", str(figures), "--pose-embedding", "half"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pose-embedding: invalid choice" in err[0]
+
+
+def test_screen_compile_reaches_the_screen_and_is_refused_with_a_scheduler(figures, model_file, tmp_path,
+                                                                            capsys, monkeypatch):
+    import napari_siamforensic.screening as screening
+
+    seen = {}
+    real = screening.iter_screen
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        kwargs["compile"] = False         # the option's plumbing is what is tested here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "iter_screen", spy)
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(tmp_path / "r"), "--compile",
+                 "--localize", "0", "--device", "cpu", "--precision", "fp32", "--no-progress"]) == 0
+    assert seen["compile"] is True
+    capsys.readouterr()
+    assert main(["screen", str(figures), "--compile", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["siamforensic: error: --compile is not supported with --scheduler (the workers embed eagerly)"]

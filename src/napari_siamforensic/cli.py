@@ -662,6 +662,10 @@ def _add_screen_parser(sub) -> None:
                    help="'basis': embed 6 of the 16 poses (4 of the 8), through whose pairs every flip, "
                         "turn and inversion is still reached, about 2.5x faster; 'all': embed every pose "
                         "and score pairs exactly as 'pairwise' does")
+    p.add_argument("--compile", action="store_true",
+                   help="embed with a torch.compile'd network: about 1.35x faster on a 2-core CPU after "
+                        "~30 s of compiling (needs a C++ compiler; falls back with a warning); "
+                        "not with --scheduler")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
                    help="neighbour index: 'flat' exact, 'ivf' (faiss) searches the nearest cells only, "
                         "for very large corpora; 'auto': IVF from 200,000 stored vectors on")
@@ -717,6 +721,8 @@ def _cmd_screen(args) -> int:
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
               pose_embedding=args.pose_embedding, index=args.index)
     if args.scheduler is not None:
+        if args.compile:
+            raise CliError("--compile is not supported with --scheduler (the workers embed eagerly)")
         if args.pose_penalty is not None:
             raise CliError("--pose-penalty is not supported with --scheduler: a cluster screen uses the model "
                            "file's own value; save a model with the penalty you want and pass it as --model")
@@ -733,7 +739,7 @@ def _cmd_screen(args) -> int:
         from .screening import iter_screen
 
         model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
-        reports = iter_screen(list(args.sources), model, **kw)
+        reports = iter_screen(list(args.sources), model, compile=args.compile, **kw)
         where = "in this process"
 
     from tqdm import tqdm

@@ -298,16 +298,24 @@ def test_basis_search_matches_brute_force(backend, mode):
 
 
 @pytest.mark.skipif(not have_faiss(), reason="faiss not installed")
-def test_ivf_index_probing_every_cell_is_exact_and_auto_switches():
+def test_ivf_index_probing_every_cell_is_exact_and_auto_switches(monkeypatch):
+    import napari_siamforensic.screening.index as index_module
     from napari_siamforensic.screening.index import IVF_MIN_ROWS, ivf_shape, resolve_index
 
-    vectors, v = _basis_vectors(n=20)
+    vectors, v = _basis_vectors(n=40)
     groups = np.arange(len(v))
-    nlist, nprobe = ivf_shape(len(v) * v.shape[1])
-    assert nprobe == nlist          # a small index: every cell is searched, so IVF is exact
     flat = candidate_pairs(vectors, groups, k=4, index="flat")
+    monkeypatch.setattr(index_module, "ivf_shape", lambda rows: (8, 8))   # every cell searched: exact
     ivf = candidate_pairs(vectors, groups, k=4, index="ivf")
     assert set(zip(*[x.tolist() for x in flat[:2]])) == set(zip(*[x.tolist() for x in ivf[:2]]))
+    np.testing.assert_allclose(np.sort(flat[2]), np.sort(ivf[2]), rtol=1e-6)
+    import faiss
+
+    built = index_module.build_index(v.reshape(-1, v.shape[-1]), index="ivf")
+    assert isinstance(built, faiss.IndexIVFFlat) and built.nlist == 8 and built.nprobe == 8
+    monkeypatch.undo()
+    nlist, nprobe = ivf_shape(10_000)
+    assert nprobe == 16 and nlist == 400
     assert resolve_index("auto", IVF_MIN_ROWS - 1) == "flat" and resolve_index("auto", IVF_MIN_ROWS) == "ivf"
     big_nlist, big_nprobe = ivf_shape(600_000)
     assert big_nprobe < big_nlist / 20       # a large one searches a few per cent of its rows

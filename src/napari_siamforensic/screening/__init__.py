@@ -118,7 +118,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 store: str | os.PathLike | None = None, localize: int = 50, metric: str = "l1",
                 backend: str = "auto", options: SourceOptions | None = None,
                 threads: int | None = None, pose_embedding: str = "basis",
-                index: str = "auto") -> Iterator[ScreenProgress]:
+                index: str = "auto", compile: bool = False) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -165,11 +165,22 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         Panel splitting, PDF page rendering, limits.
     threads : int, optional
         Threads for faiss.
+    compile : bool
+        Embed with a ``torch.compile``'d network (:meth:`ForensicModel.compile`; about 1.35x
+        faster on a 2-core CPU after ~30 s of compiling; worth it from a few thousand items).
+        The model passed in is not changed. Falls back to eager, with a warning, when
+        compiling fails.
     """
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
     options = options or SourceOptions()
     t0 = time.perf_counter()
+    if not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be True or False, got {compile!r}")
     model = resolve_model(model)
+    if compile:
+        import copy
+
+        model = copy.copy(model).compile()      # the caller's model stays eager
     dim = model.config.embedding_dim
     pose_ids = stored_pose_ids(poses, pose_embedding)
     st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=dim, pose_ids=pose_ids)
