@@ -280,10 +280,11 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         t = time.perf_counter()
         res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
                      store=store, batch_size=args.batch_size, threads=args.threads,
-                     pose_embedding=emb, index=args.index)
+                     pose_embedding=emb, index=args.index, compile=args.compile)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
+    rows["compiled"] = res.info["compiled"]
     rows["index"] = res.info["index"]
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
@@ -381,6 +382,7 @@ def main(argv=None):
     p.add_argument("--pose-embedding", nargs="+", choices=("basis", "all"), default=["basis"],
                    help="screen each corpus once per value (same corpus, same run: a fair ratio)")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto")
+    p.add_argument("--compile", action="store_true", help="screen with compile=True (torch.compile)")
     p.add_argument("--ivf-check", action="store_true",
                    help="also search each store with the IVF index and print its recall")
     p.add_argument("--dup-fraction", type=float, default=0.05)

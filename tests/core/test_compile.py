@@ -78,6 +78,7 @@ def test_screen_compile_option_compiles_a_copy(eager, monkeypatch):
     with pytest.warns(RuntimeWarning, match="compiler missing"):
         res = screen(arrays, eager, compile=True, localize=0)
     assert len(calls) == 1 and calls[0] is not eager and not eager.is_compiled
+    assert res.info["compiled"] is False          # it fell back: the report says so
     plain = screen(arrays, eager, localize=0)
     np.testing.assert_allclose(res.pairs["distance"], plain.pairs["distance"], rtol=1e-6)
     with pytest.raises(TypeError, match="compile"):

@@ -324,7 +324,8 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     faiss_used = (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within"
     index_kind = resolve_index(params["index"], len(refs) * (1 if vectors.all_poses else vectors.p), backend)
     info = {"model": model.identity(), "poses": poses, "pose_embedding": params["pose_embedding"],
-            "stored_poses": len(params["pose_ids"]), "mode": mode, "candidates": candidates,
+            "stored_poses": len(params["pose_ids"]), "compiled": model.is_compiled, "mode": mode,
+            "candidates": candidates,
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
             "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
