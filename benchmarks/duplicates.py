@@ -201,7 +201,8 @@ def _protocol_section(args, methods: dict) -> dict:
                      "seconds": r["seconds"]})
         results[name] = r["accuracy"]
     print(f"\n## Paper's synthetic protocol ({args.protocol_classes} classes x 10, {args.protocol_repeats} "
-          f"repeats, deformation `core.deform.deform_images`, sources: generated 256 x 256 scenes from seed "
+          f"repeats, deformation `core.deform.deform_images` with `protocol_deform_config()` (no stretch, "
+          f"no erase), sources: generated 256 x 256 scenes from seed "
           f"{base:,})\n")
     print(markdown_table(pd.DataFrame(rows).set_index("method")))
     return results
