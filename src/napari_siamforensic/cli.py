@@ -660,8 +660,8 @@ def _add_screen_parser(sub) -> None:
                    help="images embedded per batch (each in every stored pose)")
     p.add_argument("--pose-embedding", choices=("basis", "all"), default="basis",
                    help="'basis': embed 6 of the 16 poses (4 of the 8), through whose pairs every flip, "
-                        "turn and inversion is still reached, about 2.5x faster; 'all': embed every pose "
-                        "and score pairs exactly as 'pairwise' does")
+                        "turn and inversion is still reached, 2.2x the items per second (measured); "
+                        "'all': embed every pose and score pairs exactly as 'pairwise' does")
     p.add_argument("--compile", action="store_true",
                    help="embed with a torch.compile'd network: about 1.35x faster on a 2-core CPU after "
                         "~30 s of compiling (needs a C++ compiler; falls back with a warning); "

@@ -182,6 +182,7 @@ class ForensicModel:
 
     @property
     def is_compiled(self) -> bool:
+        """True while embedding runs through the compiled network (False after a fallback)."""
         return self._compiled is not None
 
     def _run_compiled(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -136,8 +136,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     pose_embedding : {"basis", "all"}
         ``"basis"`` embeds 6 of the 16 poses (4 of the 8 for ``"dihedral"``), a difference
         basis through which every flip, rotation and inversion is still reached (stored pose
-        pairs ``s(a) = t(b)``); about 2.5x faster. ``"all"`` embeds every pose and scores
-        pairs exactly as :meth:`ForensicModel.pairwise` does. See
+        pairs ``s(a) = t(b)``); 2.2x the items per second, measured on 2 CPU cores. ``"all"``
+        embeds every pose and scores pairs exactly as :meth:`ForensicModel.pairwise` does. See
         :mod:`napari_siamforensic.screening.index`.
     mode : {"all", "within", "across"}
         Pairs inside one document only, between documents only, or both.
