@@ -164,6 +164,21 @@ def make_figure(rng):
 # ----------------------------------------------------------------------------- measuring
 
 
+def _add_nearest(found, dist, start, kmax):
+    """Add each row's k nearest others (rows ``start...`` of an ``(rows, N)`` distance block;
+    the item itself excluded) to ``found[k]`` as ``(a, b)`` pairs with a < b."""
+    import torch
+
+    bn = dist.shape[0]
+    dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
+    nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
+    for r in range(bn):
+        i = start + r
+        for k in found:
+            for j in nn[r, :k].tolist():
+                found[k].add((min(i, j), max(i, j)))
+
+
 def exhaustive_topk(vectors, k_values, block=256):
     """Exact symmetric pose-min distance of every item to every other, in blocks of rows:
     ``{k: set of (a, b) pairs, a < b}`` of every item's k nearest, and the seconds taken.
@@ -188,13 +203,7 @@ def exhaustive_topk(vectors, k_values, block=256):
         d2 = torch.cat([torch.cdist(b[:, 0], c.reshape(-1, d), p=1).reshape(bn, len(c), p).amin(2)
                         for c in allv], 1)                                              # i vs poses of j
         dist = torch.minimum(d1, d2)
-        dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
-        nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
-        for r in range(bn):
-            i = start + r
-            for k in k_values:
-                for j in nn[r, :k].tolist():
-                    found[k].add((min(i, j), max(i, j)))
+        _add_nearest(found, dist, start, kmax)
     return found, time.perf_counter() - t0
 
 
@@ -210,13 +219,7 @@ def _exhaustive_basis(vectors, k_values, block=256):
         b = allv[start:start + block]
         bn, p, d = b.shape
         dist = torch.cdist(b.reshape(bn * p, d), allv.reshape(n * p, d), p=1).reshape(bn, p, n, p).amin(dim=(1, 3))
-        dist[torch.arange(bn), torch.arange(start, start + bn)] = float("inf")
-        nn = dist.topk(kmax, dim=1, largest=False).indices.numpy()
-        for r in range(bn):
-            i = start + r
-            for k in k_values:
-                for j in nn[r, :k].tolist():
-                    found[k].add((min(i, j), max(i, j)))
+        _add_nearest(found, dist, start, kmax)
     return found, time.perf_counter() - t0
 
 

@@ -322,7 +322,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         "inliers": inliers, "method": pd.Series(method, dtype=object),
     }, columns=PAIR_COLUMNS) if len(a) else empty_frame(PAIR_COLUMNS)
     faiss_used = (backend == "faiss" or (backend == "auto" and have_faiss())) and mode != "within"
-    index_kind = resolve_index(params["index"], len(refs) * (1 if vectors.all_poses else vectors.p), backend)
+    index_kind = resolve_index(params["index"], vectors.index_size, backend)
     info = {"model": model.identity(), "poses": poses, "pose_embedding": params["pose_embedding"],
             "stored_poses": len(params["pose_ids"]), "compiled": model.is_compiled, "mode": mode,
             "candidates": candidates,

@@ -343,6 +343,11 @@ class Vectors:
         """``(N, D)`` pose-0 vectors."""
         return np.concatenate([np.asarray(c[:, 0]) for c in self.chunks]) if self.chunks else np.zeros((0, self.d), np.float32)
 
+    @property
+    def index_size(self) -> int:
+        """Rows of the neighbour index: N with all poses stored, N * P with a basis."""
+        return self.n if self.all_poses else self.n * self.p
+
     def index_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows the neighbour index holds and the item of each: the pose-0 vectors when all
         poses are stored, else every stored pose (``(N * P, D)``)."""
