@@ -1,6 +1,8 @@
 """Device resolution and precision choice: the one place that decides where tensors live."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 _ACCEPTED = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
@@ -58,6 +60,27 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             return torch.bfloat16 if cpu_has_fast_bf16() else None
         return None
     raise ValueError(f"`precision` must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+
+
+@contextmanager
+def deterministic_kernels(device: torch.device):
+    """On CUDA, make cuDNN use only deterministic convolution algorithms inside the block (and
+    no benchmarking, which may pick another algorithm each run); elsewhere, nothing.
+
+    Some of cuDNN's backward algorithms add with atomics, in an order that changes from run to
+    run. Adam's first update is about ``lr * sign(gradient)`` per weight, so a gradient that is
+    zero up to such rounding becomes a whole ``lr`` of difference: two trainings with the same
+    seed then end apart (seen on an H200: ``branch.head_norm.bias`` after two steps). The other
+    settings (enabled, TF32) stay as the caller set them, and all are restored on exit, so the
+    process-wide flags are changed only while the block runs.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=False, benchmark_limit=cudnn.benchmark_limit,
+                     deterministic=True, allow_tf32=cudnn.allow_tf32):
+        yield
 
 
 def make_generator(seed: int) -> torch.Generator:

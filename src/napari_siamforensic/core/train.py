@@ -20,7 +20,7 @@ import torch
 from .config import TrainConfig
 from .data import PatchSampler, gather_training_images
 from .deform import Clutter, Deformer, centre_crop
-from .devices import make_generator, resolve_device, resolve_precision
+from .devices import deterministic_kernels, make_generator, resolve_device, resolve_precision
 from .io import load_checkpoint, save_checkpoint
 from .model import SiameseNet, triplet_loss
 from .scoring import ForensicModel, pose_stack
@@ -239,7 +239,8 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
     val = None
     if config.validation_triplets:
         vg = make_generator(config.seed + 7919)    # fixed, independent of the training stream
-        val = sampler.sample(config.validation_triplets, vg)
+        with deterministic_kernels(device):
+            val = sampler.sample(config.validation_triplets, vg)
 
     ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
     info = {"sources": len(arrays), "device": str(device),
@@ -264,27 +265,28 @@ def iter_train(images, config: TrainConfig | None = None, *, init: ForensicModel
                              f"above it (got {config.steps}) to train further")
         for step in range(start_step + 1, config.steps + 1):
             ts = time.perf_counter()
-            anchor, same, different = sampler.sample(config.batch_size, g)
-            different = closest_pose(net, anchor, different, config.negative_poses, autocast_ctx)
-            if config.channels_last:
-                anchor, same, different = (t.contiguous(memory_format=torch.channels_last)
-                                           for t in (anchor, same, different))
-            with autocast_ctx():
-                ea, es, ed = net(anchor), net(same), net(different)
-            loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):   # before the update: the weights stay as they were
-                raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower `lr` "
-                                         f"(now {config.lr}) or use precision='fp32'")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            completed, completed_rng = step, g.get_state()
-            dt = time.perf_counter() - ts
-            acc = None
-            last = step == config.steps
-            if val is not None and (step % config.eval_every == 0 or last):
-                acc = triplet_accuracy(net, val, autocast_ctx, negative_poses=config.negative_poses)
+            with deterministic_kernels(device):    # same seed, same weights on CUDA too
+                anchor, same, different = sampler.sample(config.batch_size, g)
+                different = closest_pose(net, anchor, different, config.negative_poses, autocast_ctx)
+                if config.channels_last:
+                    anchor, same, different = (t.contiguous(memory_format=torch.channels_last)
+                                               for t in (anchor, same, different))
+                with autocast_ctx():
+                    ea, es, ed = net(anchor), net(same), net(different)
+                loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):   # before the update: the weights stay as they were
+                    raise FloatingPointError(f"the loss became {loss_value} at step {step}; lower `lr` "
+                                             f"(now {config.lr}) or use precision='fp32'")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                completed, completed_rng = step, g.get_state()
+                dt = time.perf_counter() - ts
+                acc = None
+                last = step == config.steps
+                if val is not None and (step % config.eval_every == 0 or last):
+                    acc = triplet_accuracy(net, val, autocast_ctx, negative_poses=config.negative_poses)
             written = None
             if ckpt_path is not None and (step % config.checkpoint_every == 0 or last):
                 written = write_checkpoint(step, completed_rng)
