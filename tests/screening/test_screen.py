@@ -1,6 +1,7 @@
 """End-to-end screens: planted copies found, bad inputs skipped with reasons, modes, resuming."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -12,6 +13,10 @@ from PIL import Image
 from napari_siamforensic.screening import ScreenProgress, iter_screen, screen
 
 from .conftest import scene8
+
+# PDFs are an optional extra ([screening]); CI installs it, a bare core install does not
+needs_pdfium = pytest.mark.skipif(importlib.util.find_spec("pypdfium2") is None,
+                                  reason="pypdfium2 is not installed (pip install 'napari-siamforensic[screening]')")
 
 
 def _name(res, item_id) -> str:
@@ -66,6 +71,7 @@ def test_rotated_inverted_copy_needs_the_poses(tmp_path, model):
     assert d_plain is None or d_plain > 10 * best["distance"]
 
 
+@needs_pdfium
 def test_bad_inputs_are_skipped_with_reasons(tmp_path, model):
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 garbage")
     Image.fromarray(np.zeros((8, 8), np.uint8) + 3).save(tmp_path / "tiny.png")
@@ -105,6 +111,7 @@ def test_unreadable_folder_is_skipped(tmp_path, model):
     assert len(res.items) == 2
 
 
+@needs_pdfium
 def test_pdf_embedded_image_matches_the_file_it_came_from(tmp_path, model):
     pictures = [Image.fromarray(scene8(40 + i, 150)) for i in range(3)]
     pictures[0].save(tmp_path / "paper.pdf", "PDF", save_all=True, append_images=pictures[1:], resolution=100)
@@ -122,6 +129,7 @@ def test_pdf_embedded_image_matches_the_file_it_came_from(tmp_path, model):
     assert best["distance"] < 0.5 * res.pairs["distance"].iloc[1]
 
 
+@needs_pdfium
 def test_rendered_pdf_page_is_not_paired_with_its_own_images(tmp_path, model):
     from napari_siamforensic.screening import SourceOptions
 
@@ -138,6 +146,7 @@ def test_rendered_pdf_page_is_not_paired_with_its_own_images(tmp_path, model):
     assert res.info["dropped_page_self_pairs"] == 1
 
 
+@needs_pdfium
 def test_pdf_page_without_images_is_rendered(tmp_path, model):
     import pypdfium2 as pdfium
 
@@ -288,3 +297,15 @@ def test_pose_basis_and_all_poses_find_the_same_copies(tmp_path, model):
         screen(arrays[:2], model, localize=0, store=store, pose_embedding="all")
     with pytest.raises(ValueError, match="pose_embedding"):
         screen(arrays, model, pose_embedding="some")
+
+
+def test_pdf_without_pypdfium2_is_skipped_saying_what_to_install(tmp_path, model, monkeypatch):
+    import sys
+
+    Image.fromarray(scene8(1, 96)).save(tmp_path / "paper.pdf", "PDF")
+    Image.fromarray(scene8(2, 96)).save(tmp_path / "fig.png")
+    monkeypatch.setitem(sys.modules, "pypdfium2", None)      # `import pypdfium2` now fails
+    res = screen([str(tmp_path / "paper.pdf"), str(tmp_path / "fig.png")], model)
+    reasons = dict(zip(res.skipped["source"].map(lambda s: os.path.basename(s)), res.skipped["reason"]))
+    assert "pypdfium2" in reasons["paper.pdf"] and "pip install" in reasons["paper.pdf"]
+    assert list(res.items["kind"]) == ["image"]              # the rest of the screen went on

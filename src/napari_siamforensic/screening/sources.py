@@ -255,6 +255,10 @@ def _iter_pdf(path: Path, opts: SourceOptions, doc: str) -> Iterator[Item | Skip
     src = str(path)
     try:
         pdf = _open_pdf(path)
+    except ImportError:
+        yield Skipped(src, "reading PDFs needs pypdfium2, which is not installed: "
+                           "pip install 'napari-siamforensic[screening]' (or pip install pypdfium2)")
+        return
     except Exception as exc:
         text = str(exc)
         if "password" in text.lower():
