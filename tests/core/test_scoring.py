@@ -277,3 +277,29 @@ def test_pose_penalty_is_added_to_every_pose_but_the_own_one(tmp_path):
     for bad in (-0.1, "0.2", True, 11):
         with pytest.raises(ValueError, match="pose_penalty"):
             m.pose_penalty = bad
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_batched_normalisation_matches_the_per_image_one(dtype, device):
+    """``prepare_batch(on_device=True)`` (the default off the CPU: one sort per image on the
+    device instead of numpy's percentile per image) gives the per-image numpy result to float32
+    rounding, for every accepted dtype, mixed shapes, a constant image and a near-constant one."""
+    from napari_siamforensic.core.data import normalise_intensity, normalise_intensity_batch, prepare_batch
+
+    rng = np.random.default_rng(3)
+    top = 255 if dtype == np.uint8 else 4095 if dtype == np.uint16 else 1.0
+    ims = [(rng.random((128, 128)) ** 2 * top).astype(dtype) for _ in range(5)]
+    ims += [(rng.random((90, 140)) * top).astype(dtype) for _ in range(3)]
+    ims.append(np.full((128, 128), 3, dtype))                       # constant -> 0
+    spike = np.zeros((128, 128), dtype)
+    spike[0, 0] = 9                                                 # percentiles equal: min/max rule
+    ims.append(spike)
+    per_image = prepare_batch(ims, 64, device, on_device=False)
+    batched = prepare_batch(ims, 64, device, on_device=True)
+    torch.testing.assert_close(batched, per_image, rtol=0, atol=2e-6)
+    assert float(batched[8].abs().max()) == 0.0 and float(batched[9].max()) > 0
+    # the function itself, before resizing
+    stack = np.stack(ims[:5]).astype(np.float32)
+    want = np.stack([normalise_intensity(im) for im in stack])
+    got = normalise_intensity_batch(torch.from_numpy(stack).to(device)).cpu().numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)

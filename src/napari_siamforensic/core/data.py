@@ -202,24 +202,66 @@ class PatchSampler:
         return new, ok
 
 
-def prepare_batch(images: list[np.ndarray], size: int, device) -> torch.Tensor:
+def normalise_intensity_batch(stack: torch.Tensor, low: float = 0.1, high: float = 99.9) -> torch.Tensor:
+    """:func:`normalise_intensity` of every image of ``stack`` ``(B, H, W)`` at once, on the
+    stack's device (one sort per image, no Python loop over images). The same percentile rule
+    (numpy's linear interpolation between order statistics) in float32 arithmetic, so results
+    agree with the numpy function to float32 rounding, not bit for bit."""
+    b, h, w = stack.shape
+    x = stack.float()
+    srt = x.reshape(b, h * w).sort(dim=1).values
+    n = h * w
+
+    def percentile(q: float) -> torch.Tensor:
+        pos = q / 100.0 * (n - 1)
+        k = int(pos)
+        frac = pos - k
+        upper = srt[:, min(k + 1, n - 1)]
+        return srt[:, k] + (upper - srt[:, k]) * frac
+
+    lo, hi = percentile(low), percentile(high)
+    narrow = (hi - lo) <= 1e-12
+    lo, hi = torch.where(narrow, srt[:, 0], lo), torch.where(narrow, srt[:, -1], hi)
+    flat = (hi - lo) <= 1e-12                                       # constant images become 0
+    scale = torch.where(flat, torch.ones_like(hi), hi - lo)
+    out = ((x - lo.view(b, 1, 1)) / scale.view(b, 1, 1)).clamp_(0, 1)
+    return out.masked_fill_(flat.view(b, 1, 1), 0.0)
+
+
+def prepare_batch(images: list[np.ndarray], size: int, device, on_device: bool | None = None) -> torch.Tensor:
     """Checked gray images of any sizes -> ``(N, 1, size, size)`` float32 on ``device``.
 
     Each image is normalised to [0, 1] and resized (antialiased bilinear) to ``size`` x ``size``.
     Images of the same shape are resized together, one call per distinct shape.
+
+    ``on_device``: normalise each same-shape group on ``device`` with
+    :func:`normalise_intensity_batch` after one transfer (default: on any device but the CPU.
+    The per-image numpy percentile is ~80% of this function's CPU time, and on an H200 machine
+    it held embedding from numpy arrays to ~3,300 images/s against ~64,000 for the network); False:
+    per image with :func:`normalise_intensity` on the CPU (the CPU default: bit-identical to
+    earlier releases, so stores and tests keep their numbers).
     """
-    out = torch.empty(len(images), 1, size, size, dtype=torch.float32, device=device)
+    dev = torch.device(device)
+    if on_device is None:
+        on_device = dev.type != "cpu"
+    out = torch.empty(len(images), 1, size, size, dtype=torch.float32, device=dev)
     by_shape: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
         by_shape.setdefault(im.shape, []).append(i)
     for shape, idx in by_shape.items():
-        stack = np.stack([normalise_intensity(images[i]) for i in idx])
-        t = torch.from_numpy(stack).to(device).unsqueeze(1)
+        if on_device:
+            group = [images[i] for i in idx]
+            same_u8 = all(im.dtype == np.uint8 for im in group)       # 4x less to transfer
+            stack = np.stack(group) if same_u8 else np.stack([np.asarray(im, np.float32) for im in group])
+            t = normalise_intensity_batch(torch.from_numpy(stack).to(dev)).unsqueeze(1)
+        else:
+            stack = np.stack([normalise_intensity(images[i]) for i in idx])
+            t = torch.from_numpy(stack).to(dev).unsqueeze(1)
         if shape != (size, size):
             t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out[torch.tensor(idx, device=device)] = t
+        out[torch.tensor(idx, device=dev)] = t
     return out
 
 
-__all__ = ["normalise_intensity", "read_image", "list_image_files", "gather_training_images",
+__all__ = ["normalise_intensity", "normalise_intensity_batch", "read_image", "list_image_files", "gather_training_images",
            "PatchSampler", "prepare_batch", "as_image_list"]
