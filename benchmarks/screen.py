@@ -317,6 +317,20 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
             rows[f"recall@{k} (IVF index)"] = len(truth & set(zip(ai.tolist(), bi.tolist()))) / len(truth)
             rows[f"IVF search s @{k}"] = time.perf_counter() - t
+        for probes in args.ivf_probes:
+            from napari_siamforensic.screening import index as index_module
+
+            default, index_module.IVF_PROBE = index_module.IVF_PROBE, int(probes)
+            try:
+                t = time.perf_counter()
+                ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
+                dt_ivf = time.perf_counter() - t
+                cells = index_module.ivf_shape(vectors.index_size)[0]
+            finally:
+                index_module.IVF_PROBE = default
+            pairs = set(zip(ai.tolist(), bi.tolist()))
+            rows[f"IVF {probes} of {cells} cells @{k}: recall / share of the index's pairs / s"] = (
+                f"{len(truth & pairs) / len(truth):.3f} / {len(got & pairs) / max(1, len(got)):.4f} / {dt_ivf:.1f}")
         if k == max(args.k):
             top = set(zip(a[:len(truth)].tolist(), b[:len(truth)].tolist()))
             rows["R-precision"] = len(truth & top) / len(truth)
@@ -386,6 +400,10 @@ def main(argv=None):
                    help="screen each corpus once per value (same corpus, same run: a fair ratio)")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto")
     p.add_argument("--compile", action="store_true", help="screen with compile=True (torch.compile)")
+    p.add_argument("--ivf-probes", type=int, nargs="*", default=[], metavar="P",
+                   help="also search each store with the IVF index probing P cells (each P given, at the "
+                        "default number of cells); print recall, the share of the main index's candidate pairs "
+                        "found, and seconds")
     p.add_argument("--ivf-check", action="store_true",
                    help="also search each store with the IVF index and print its recall")
     p.add_argument("--dup-fraction", type=float, default=0.05)

@@ -418,15 +418,17 @@ def resolve_index(index: str, rows: int, backend: str = "auto") -> str:
     return "flat"
 
 
-IVF_PROBE = 16
+IVF_PROBE = 16        # cells searched per query
+IVF_CELL_FACTOR = 16  # cells = sqrt(IVF_CELL_FACTOR * rows)
 
 
 def ivf_shape(rows: int) -> tuple[int, int]:
     """``(cells, cells searched per query)`` of the inverted-file index for ``rows`` rows:
     ``sqrt(16 * rows)`` cells (which balances comparing a query with the cell centres against
     scanning the 16 cells searched). On 10,240 items of the screen benchmark (61,440 rows) this
-    found every pair the exact search found (``docs/screening.md``)."""
-    nlist = int(np.clip(np.sqrt(max(rows, 1) * IVF_PROBE), 16, 8192))
+    found every pair the exact search found (``docs/screening.md``;
+    ``benchmarks/screen.py --ivf-probes`` sweeps the cells searched at this number of cells)."""
+    nlist = int(np.clip(np.sqrt(max(rows, 1) * IVF_CELL_FACTOR), 16, 8192))
     return nlist, min(nlist, IVF_PROBE)
 
 
