@@ -268,16 +268,39 @@ def _basis_vectors(n=200, d=8, seed=3):
     return Vectors([v[:n // 4], v[n // 4:]], pose_ids=ids), v
 
 
-def test_basis_distance_is_the_minimum_over_pose_pairs():
+def _rows_min(v, a, b, pp):
+    return np.stack([np.abs(v[a][:, i] - v[b][:, j]).sum(-1) + o
+                     for i, j, o in zip(pp.i, pp.j, pp.offset)], 1).min(1)
+
+
+def test_basis_distance_is_one_comparison_per_relation():
+    from napari_siamforensic.screening.index import POSE_BASES, pose_composition, pose_pairs
+
     vectors, v = _basis_vectors()
     a, b = np.arange(0, 100), np.arange(100, 200)
+    ids = POSE_BASES["dihedral+invert"]
+    pp = pose_pairs(ids, 0.3)
+    d = pose_min_distance(vectors, a, b, penalty=0.3)
+    np.testing.assert_allclose(d, _rows_min(v, a, b, pp), rtol=1e-5)
+    np.testing.assert_allclose(d, pose_min_distance(vectors, b, a, penalty=0.3), rtol=1e-6)   # symmetric
     p = v.shape[1]
-    off = 0.3 * (1 - np.eye(p))                               # a penalty wherever the poses differ
-    full = np.abs(v[a][:, :, None] - v[b][:, None, :]).sum(-1) + off
-    np.testing.assert_allclose(pose_min_distance(vectors, a, b, penalty=0.3), full.reshape(100, -1).min(1),
-                               rtol=1e-5)
-    np.testing.assert_allclose(pose_min_distance(vectors, a, b, penalty=0.3),
-                               pose_min_distance(vectors, b, a, penalty=0.3), rtol=1e-6)   # symmetric
+    every = (np.abs(v[a][:, :, None] - v[b][:, None, :]).sum(-1) + 0.3 * (1 - np.eye(p))).reshape(100, -1).min(1)
+    assert (d >= every - 1e-5).all() and (d > every + 1e-6).any()   # fewer comparisons than all 36
+    # every relation b = T(a) of the 16 is compared, the identity only as the images are
+    comp = pose_composition()
+    inverse = {q: int(np.flatnonzero(comp[q] == 0)[0]) for q in range(16)}
+    relations = {inverse[q] if ob else q for q, ob in zip(pp.pose.tolist(), pp.of_b.tolist())}
+    assert relations == set(range(16))
+    assert [(i, j) for i, j, q in zip(pp.i, pp.j, pp.pose) if q == 0] == [(0, 0)]
+    assert (pp.offset[pp.pose != 0] == np.float32(0.3)).all()
+    # 8 relations are compared with one image as it is (the exact minimum's comparisons)
+    plain = {inverse[q] if ob else q for i, j, q, ob in zip(pp.i, pp.j, pp.pose, pp.of_b) if i == 0 or j == 0}
+    assert len(plain) == 8
+    # a pair equal only in a posed copy of both (s(a) = s(b), s != identity) is not a duplicate
+    w = v.copy()
+    w[1, 2] = w[0, 2]
+    twin = Vectors([w], pose_ids=ids)
+    assert pose_min_distance(twin, np.array([0]), np.array([1]))[0] > 0.1
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("faiss", marks=pytest.mark.skipif(
@@ -293,8 +316,12 @@ def test_basis_search_matches_brute_force(backend, mode):
     if mode == "within":
         full[groups[:, None] != groups[None, :]] = np.inf
     want = {(min(i, j), max(i, j)) for i in range(len(v)) for j in np.argsort(full[i], kind="stable")[:k]}
-    assert set(zip(a.tolist(), b.tolist())) == want
-    np.testing.assert_allclose(d, full[a, b], rtol=1e-5)
+    assert set(zip(a.tolist(), b.tolist())) == want         # the search: every pose against every pose
+    from napari_siamforensic.screening.index import pose_pairs
+
+    rescored = _rows_min(v, a, b, pose_pairs(vectors.pose_ids))
+    np.testing.assert_allclose(d, rescored, rtol=1e-5)       # the score: one comparison per relation
+    assert (np.diff(d) >= 0).all()
 
 
 @pytest.mark.skipif(not have_faiss(), reason="faiss not installed")
