@@ -30,12 +30,20 @@ def pytest_configure(config):
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"--device {name}: {exc}") from None
     if dev.type == "cuda":
+        import os
+
         import torch
 
         # the tolerances of the engine tests are for fp32 arithmetic; cuDNN would otherwise run
         # convolutions in TF32 (10-bit mantissa) on Ampere and later
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+        # Same seed, same weights is tested on the GPU too (the training asks cuDNN for
+        # deterministic kernels). Any op used that has no deterministic CUDA implementation is
+        # named in a warning of the run's summary, so a failing reproducibility test says where
+        # to look. cuBLAS needs this workspace setting for reproducible results.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @pytest.fixture(scope="session")
