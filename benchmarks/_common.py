@@ -198,20 +198,25 @@ def train_step(tr: dict, batch=None) -> dict:
         sync(dev)
         marks.append((time.perf_counter(), time.process_time()))
 
+    from torch.profiler import record_function   # labels for --profile; free otherwise
+
     if batch is None:
         batch = tr["sampler"].sample(cfg.batch_size, tr["generator"])
     mark()
-    anchor, same, different = batch
-    if cfg.channels_last:
-        anchor, same, different = (t.contiguous(memory_format=torch.channels_last) for t in (anchor, same, different))
-    with tr["autocast"]():
-        ea, es, ed = net(anchor), net(same), net(different)
-    loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
+    with record_function("forward"):
+        anchor, same, different = batch
+        if cfg.channels_last:
+            anchor, same, different = (t.contiguous(memory_format=torch.channels_last) for t in (anchor, same, different))
+        with tr["autocast"]():
+            ea, es, ed = net(anchor), net(same), net(different)
+        loss = triplet_loss(net.metric(ea, es), net.metric(ea, ed))
     mark()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    with record_function("backward"):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
     mark()
-    opt.step()
+    with record_function("optimiser"):
+        opt.step()
     value = float(loss.detach())
     mark()
     out = {"loss": value}

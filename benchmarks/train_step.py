@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --threads 1          # the same on one thread (robust under load)
     python benchmarks/train_step.py --full               # batch 32/64/128 x channels_last x fp32/bf16
     python benchmarks/train_step.py --curve              # loss curves fp32 vs bf16 only
+    python benchmarks/train_step.py --profile 20 --device cuda   # where a step's time goes
 
 The step is the one of ``napari_siamforensic.core.train.iter_train``, rebuilt from the same
 parts (``TripletSampler``, ``SiameseNet`` with ``reset_parameters``, the optimiser of the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -86,6 +88,40 @@ def loss_curves(arrays, groups, steps: int, batch: int, device: str, seed: int) 
     print(f"per-step |bf16 - fp32| loss: median {statistics.median(diffs):.4f}, max {max(diffs):.4f}; {load()}")
 
 
+PROFILE_LABELS = ("sample.choose", "sample.crop_and_copy", "sample.deform", "sample.clutter",
+                  "forward", "backward", "optimiser")
+
+
+def profile_steps(arrays, groups, steps: int, batch: int, device: str) -> None:
+    """``steps`` training steps under ``torch.profiler``: per-step CPU time (and, on CUDA, GPU
+    time) of each labelled phase of the step, then the operators with most CPU time of their own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tr = make_trainer(arrays, groups, batch_size=batch, precision="auto", device=device)
+    train_step(tr)
+    train_step(tr)                                    # warm-up: allocator, kernels, autotuning
+    cuda = tr["device"].type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train_step(tr)
+    wall = (time.perf_counter() - t) / steps
+    events = {e.key: e for e in prof.key_averages()}
+    rows = []
+    for label in PROFILE_LABELS:
+        e = events.get(label)
+        if e is None:
+            continue
+        gpu = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0.0))
+        rows.append([label, f"{e.cpu_time_total / steps / 1e3:.1f}", f"{gpu / steps / 1e3:.1f}" if cuda else "-"])
+    print(f"profile: {steps} steps of batch {batch}, {tr['precision']}, {tr['device']}; "
+          f"{wall * 1e3:.0f} ms wall per step under the profiler ({batch / wall:.0f} triplets/s); {load()}")
+    print(table(rows, ["phase", "CPU ms per step", "GPU ms per step"]))
+    print()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="batch 32, 64, 128 x channels_last on/off x fp32/bf16")
@@ -96,6 +132,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="instead: profile N steps with torch.profiler (per phase of the sampler and the "
+                         "step, CPU and GPU time; the top operators)")
+    ap.add_argument("--profile-batch", type=int, default=128)
     args = ap.parse_args(argv)
     set_threads(args.threads)
     print(machine_line(args.device))
@@ -103,6 +143,9 @@ def main(argv=None):
     if note:
         print(note)
     arrays, groups = training_pool()
+    if args.profile:
+        profile_steps(arrays, groups, args.profile, args.profile_batch, args.device)
+        return
     if args.curve:
         loss_curves(arrays, groups, args.curve_steps, args.curve_batch, args.device, args.seed)
         return

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from .config import TrainConfig
 from .data import PatchSampler, gather_training_images
@@ -76,40 +77,45 @@ class TripletSampler:
                           f"hard. Use larger images or a smaller `patch_size` for more.", UserWarning, stacklevel=3)
 
     def sample(self, batch_size: int, g: torch.Generator):
+        # record_function labels: free unless a profiler runs (benchmarks/train_step.py --profile)
         cfg, ps = self.config, self.patches
         out = cfg.model.input_size
-        idx_a = ps.sample_sources(batch_size, g)
-        corners_a = ps.sample_corners(idx_a, g)
-        idx_d = ps.sample_sources(batch_size, g)
-        if self.n_images > 1:   # a random negative comes from another source
-            clash = idx_d == idx_a
-            shift = torch.randint(1, self.n_images, (batch_size,), generator=g)
-            idx_d = torch.where(clash, (idx_a + shift) % self.n_images, idx_d)
-        same_group = torch.rand(batch_size, generator=g) < cfg.group_negative_fraction
-        group_idx, group_ok = ps.other_in_group(idx_a, g)
-        idx_d = torch.where(same_group & group_ok, group_idx, idx_d)
-        corners_d = ps.sample_corners(idx_d, g)
-        hard = torch.rand(batch_size, generator=g) < cfg.hard_negative_fraction
-        hard_corners, ok = ps.hard_negative_corners(idx_a, corners_a, g)
-        use_hard = hard & ok
-        if self.n_images == 1:
-            use_hard = ok     # a single source: every negative must be another region of it
-        idx_d = torch.where(use_hard, idx_a, idx_d)
-        corners_d = torch.where(use_hard.view(-1, 1), hard_corners, corners_d)
-        deform_neg = torch.rand(batch_size, generator=g) < cfg.p_deform_negative
+        with record_function("sample.choose"):
+            idx_a = ps.sample_sources(batch_size, g)
+            corners_a = ps.sample_corners(idx_a, g)
+            idx_d = ps.sample_sources(batch_size, g)
+            if self.n_images > 1:   # a random negative comes from another source
+                clash = idx_d == idx_a
+                shift = torch.randint(1, self.n_images, (batch_size,), generator=g)
+                idx_d = torch.where(clash, (idx_a + shift) % self.n_images, idx_d)
+            same_group = torch.rand(batch_size, generator=g) < cfg.group_negative_fraction
+            group_idx, group_ok = ps.other_in_group(idx_a, g)
+            idx_d = torch.where(same_group & group_ok, group_idx, idx_d)
+            corners_d = ps.sample_corners(idx_d, g)
+            hard = torch.rand(batch_size, generator=g) < cfg.hard_negative_fraction
+            hard_corners, ok = ps.hard_negative_corners(idx_a, corners_a, g)
+            use_hard = hard & ok
+            if self.n_images == 1:
+                use_hard = ok     # a single source: every negative must be another region of it
+            idx_d = torch.where(use_hard, idx_a, idx_d)
+            corners_d = torch.where(use_hard.view(-1, 1), hard_corners, corners_d)
+            deform_neg = torch.rand(batch_size, generator=g) < cfg.p_deform_negative
 
-        src_a = ps.crop(idx_a, corners_a).to(self.device)
-        src_d = ps.crop(idx_d, corners_d).to(self.device)
-        anchor = centre_crop(src_a, out)
-        same = self.deformer.apply(src_a, self.deformer.sample(batch_size, g, self.device))
-        different = centre_crop(src_d, out).clone()
-        sel = torch.nonzero(deform_neg).flatten()
-        if sel.numel():
-            sel_dev = sel.to(self.device)
-            different[sel_dev] = self.deformer.apply(src_d[sel_dev], self.deformer.sample(sel.numel(), g, self.device))
-        anchor = self.clutter.apply(anchor, self.clutter.sample(batch_size, g, self.device))
-        same = self.clutter.apply(same, self.clutter.sample(batch_size, g, self.device))
-        different = self.clutter.apply(different, self.clutter.sample(batch_size, g, self.device))
+        with record_function("sample.crop_and_copy"):
+            src_a = ps.crop(idx_a, corners_a).to(self.device)
+            src_d = ps.crop(idx_d, corners_d).to(self.device)
+        with record_function("sample.deform"):
+            anchor = centre_crop(src_a, out)
+            same = self.deformer.apply(src_a, self.deformer.sample(batch_size, g, self.device))
+            different = centre_crop(src_d, out).clone()
+            sel = torch.nonzero(deform_neg).flatten()
+            if sel.numel():
+                sel_dev = sel.to(self.device)
+                different[sel_dev] = self.deformer.apply(src_d[sel_dev], self.deformer.sample(sel.numel(), g, self.device))
+        with record_function("sample.clutter"):
+            anchor = self.clutter.apply(anchor, self.clutter.sample(batch_size, g, self.device))
+            same = self.clutter.apply(same, self.clutter.sample(batch_size, g, self.device))
+            different = self.clutter.apply(different, self.clutter.sample(batch_size, g, self.device))
         return anchor, same, different
 
 
