@@ -275,7 +275,7 @@ def run_corpus(n, args, model):
 
 def _screen_corpus(rows, folder, store, planted, emb, args, model):
     from napari_siamforensic.screening import screen
-    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs, stored_pose_ids
+    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs, fit_whitening, stored_pose_ids
     from napari_siamforensic.screening.localize import Localizer, box_iou
     from napari_siamforensic.screening.sources import load_item_image
 
@@ -283,12 +283,13 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         t = time.perf_counter()
         res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
                      store=store, batch_size=args.batch_size, threads=args.threads,
-                     pose_embedding=emb, index=args.index, compile=args.compile)
+                     pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
     rows["compiled"] = res.info["compiled"]
     rows["index"] = res.info["index"]
+    rows["whitened search"] = res.info["whitened"]
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
@@ -307,11 +308,15 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     for k in args.k:
         t = time.perf_counter()
         a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
-                                  pose_penalty=model.pose_penalty)
+                                  pose_penalty=model.pose_penalty, whiten=not args.no_whiten)
         dt = time.perf_counter() - t
         got = set(zip(a.tolist(), b.tolist()))
         rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
         rows[f"search s @{k}"] = dt
+        if res.info["whitened"]:      # the same search without whitening, for the ratio
+            ap, bp, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
+                                        pose_penalty=model.pose_penalty, whiten=False)
+            rows[f"recall@{k} (index, not whitened)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
         if args.ivf_check:
             t = time.perf_counter()
             ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
@@ -323,7 +328,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             default, index_module.IVF_PROBE = index_module.IVF_PROBE, int(probes)
             try:
                 t = time.perf_counter()
-                ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
+                ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf",
+                                            whiten=not args.no_whiten)
                 dt_ivf = time.perf_counter() - t
                 cells = index_module.ivf_shape(vectors.index_size)[0]
             finally:
@@ -340,6 +346,12 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         for k in args.k:
             rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
         rows["exhaustive s"] = dt
+        white = fit_whitening(vectors.index_rows()[0]) if res.info["whitened"] else None
+        if white is not None:     # the whitened search's own exhaustive counterpart
+            wv = Vectors([white(c.reshape(-1, c.shape[-1])).reshape(c.shape) for c in vectors.chunks], ids)
+            found, _ = exhaustive_topk(wv, args.k)
+            for k in args.k:
+                rows[f"recall@{k} (exhaustive, whitened)"] = len(truth & found[k]) / len(truth)
     # localisation of planted pairs
     loc = Localizer()
     ious, ious_pose, pose_ok = [], [], []
@@ -400,6 +412,9 @@ def main(argv=None):
                    help="screen each corpus once per value (same corpus, same run: a fair ratio)")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto")
     p.add_argument("--compile", action="store_true", help="screen with compile=True (torch.compile)")
+    p.add_argument("--no-whiten", action="store_true",
+                   help="screen with whiten=False (plain f search); by default the whitened search is "
+                        "compared with the plain one in the same run")
     p.add_argument("--ivf-probes", type=int, nargs="*", default=[], metavar="P",
                    help="also search each store with the IVF index probing P cells (each P given, at the "
                         "default number of cells); print recall, the share of the main index's candidate pairs "

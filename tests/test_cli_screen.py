@@ -172,3 +172,23 @@ def test_screen_compile_reaches_the_screen_and_is_refused_with_a_scheduler(figur
     assert main(["screen", str(figures), "--compile", "--scheduler", "tcp://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["siamforensic: error: --compile is not supported with --scheduler (the workers embed eagerly)"]
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-whiten"], False)])
+def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+    import napari_siamforensic.screening as screening
+
+    seen = {}
+    real = screening.iter_screen
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "iter_screen", spy)
+    out = tmp_path / "r"
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(out), "--localize", "0",
+                 "--device", "cpu", "--precision", "fp32", "--no-progress"] + flag) == 0
+    assert seen["whiten"] is expected
+    # a handful of figures is below the 512 stored vectors whitening needs: reported as not applied
+    assert json.loads((out / "report.json").read_text())["info"]["whitened"] is False

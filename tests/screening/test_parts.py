@@ -310,7 +310,7 @@ def test_basis_search_matches_brute_force(backend, mode):
     vectors, v = _basis_vectors()
     groups = np.repeat(np.arange(20), 10)
     k = 3
-    a, b, d = candidate_pairs(vectors, groups, k=k, mode=mode, backend=backend, index="flat")
+    a, b, d = candidate_pairs(vectors, groups, k=k, mode=mode, backend=backend, index="flat", whiten=False)
     full = np.abs(v[:, None, :, None] - v[None, :, None, :]).sum(-1).reshape(len(v), len(v), -1).min(-1)
     np.fill_diagonal(full, np.inf)
     if mode == "within":
@@ -363,3 +363,49 @@ def test_poses_of_is_pose_stack_picked():
     assert torch.equal(poses_of(x, range(16)), full)
     ids = POSE_BASES["dihedral+invert"]
     assert torch.equal(poses_of(x, ids), full[list(ids)])
+
+
+# ----------------------------------------------------------------------------- whitening
+def test_fit_whitening_gives_unit_covariance_and_refuses_too_few_rows():
+    from napari_siamforensic.screening.index import WHITEN_MIN_ROWS, fit_whitening
+
+    rng = np.random.default_rng(0)
+    rot = np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    x = (rng.standard_normal((4000, 16)) * np.r_[10.0, 3.0, np.full(14, 0.5)]) @ rot
+    w = fit_whitening(x.astype(np.float32))
+    y = w(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(16), atol=0.05)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-3)
+    # a direction far below the floor (1e-5 of the largest variance) is not blown up to unit size
+    tiny = (rng.standard_normal((4000, 16)) * np.r_[100.0, np.full(15, 1e-3)]) @ rot
+    assert np.cov(fit_whitening(tiny)(tiny), rowvar=False).diagonal().min() < 0.2
+    assert fit_whitening(x[:WHITEN_MIN_ROWS - 1]) is None
+    assert fit_whitening(np.ones((WHITEN_MIN_ROWS, 16), np.float32)) is None       # no spread
+    again = fit_whitening(x.astype(np.float32))
+    np.testing.assert_array_equal(again.proj, w.proj)                                # deterministic
+
+
+@pytest.mark.parametrize("mode", ["all", "within"])
+def test_whitened_search_finds_copies_that_dominant_directions_hide(mode):
+    """Items spread widely along two directions that carry no identity (like the network's
+    dominant directions on same-kind panels); a copy differs from its original there but not in
+    the small ones. Plain L1 ranks the copy behind many items; the whitened search finds it, and
+    the scores stay the plain pose-minimum f."""
+    rng = np.random.default_rng(1)
+    n, d = 600, 16
+    v = rng.standard_normal((n, 1, d)).astype(np.float32) * 0.05
+    v[:, :, :2] = rng.standard_normal((n, 1, 2)) * 5.0
+    originals = np.arange(0, 60)
+    copies = np.arange(300, 360)
+    v[copies] = v[originals] + rng.standard_normal((60, 1, d)).astype(np.float32) * 0.002
+    v[copies, :, :2] = rng.standard_normal((60, 1, 2)) * 5.0        # the dominant part is redrawn
+    vectors = Vectors([v], pose_ids=(0,))
+    groups = np.zeros(n, np.int64) if mode == "within" else np.arange(n)
+    truth = {(int(a), int(b)) for a, b in zip(originals, copies)}
+    found = {}
+    for whiten in (False, True):
+        a, b, dist = candidate_pairs(vectors, groups, k=3, mode=mode, whiten=whiten, index="flat")
+        found[whiten] = truth & set(zip(a.tolist(), b.tolist()))
+        np.testing.assert_allclose(dist, np.abs(v[a, 0] - v[b, 0]).sum(-1), rtol=1e-5)   # f, not the search metric
+    assert len(found[True]) == 60 and len(found[False]) < 30, {k: len(x) for k, x in found.items()}

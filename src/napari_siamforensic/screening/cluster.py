@@ -64,7 +64,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            mode: str = "all", threshold: float | None = None, batch_size: int = 64,
                            store=None, localize: int = 50, metric: str = "l1", backend: str = "auto",
                            options: SourceOptions | None = None, threads: int | None = None,
-                           pose_embedding: str = "basis", index: str = "auto") -> Iterator[ScreenProgress]:
+                           pose_embedding: str = "basis", index: str = "auto",
+                           whiten: bool = True) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -129,7 +130,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     yield from _search_and_report(model, refs, chunks, skipped + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index), {}, options, t0, t_embed, n_restored)
+        pose_embedding=pose_embedding, index=index, whiten=whiten), {}, options, t0, t_embed, n_restored)
 
 
 def screen_on_cluster(sources, model_path=None, **kwargs) -> ScreenResult:
