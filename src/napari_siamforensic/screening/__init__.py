@@ -165,8 +165,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         Search for neighbours in the corpus's whitened embedding space (PCA whitening fitted on
         the stored vectors, from 512 of them on; see
         :func:`~napari_siamforensic.screening.index.fit_whitening`). The reported distance is
-        the model's f either way. On 5,000 generated panels it raised recall@10 of planted
-        copies from 0.220 to 0.572 (measured); False: plain f search.
+        the model's f either way. Among 10,000 generated panels it raised recall@10 of planted
+        copies from 0.150 to 0.494 (``benchmarks/screen.py``); False: plain f search.
     options : SourceOptions, optional
         Panel splitting, PDF page rendering, limits.
     threads : int, optional
