@@ -275,7 +275,7 @@ def run_corpus(n, args, model):
 
 def _screen_corpus(rows, folder, store, planted, emb, args, model):
     from napari_siamforensic.screening import screen
-    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, candidate_pairs, fit_whitening, stored_pose_ids
+    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, _fit_search_whitening, candidate_pairs, stored_pose_ids
     from napari_siamforensic.screening.localize import Localizer, box_iou
     from napari_siamforensic.screening.sources import load_item_image
 
@@ -346,7 +346,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         for k in args.k:
             rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
         rows["exhaustive s"] = dt
-        white = fit_whitening(vectors.index_rows()[0]) if res.info["whitened"] else None
+        white = _fit_search_whitening(vectors) if res.info["whitened"] else None
         if white is not None:     # the whitened search's own exhaustive counterpart
             wv = Vectors([white(c.reshape(-1, c.shape[-1])).reshape(c.shape) for c in vectors.chunks], ids)
             found, _ = exhaustive_topk(wv, args.k)

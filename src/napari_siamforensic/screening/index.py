@@ -531,6 +531,18 @@ def fit_whitening(rows: np.ndarray, eps: float = WHITEN_EPS, sample: int = WHITE
     return Whitening(mean.astype(np.float32), (u / np.sqrt(w + eps * w.max())).astype(np.float32))
 
 
+def _fit_search_whitening(vectors: Vectors, seed: int = 0) -> Whitening | None:
+    """:func:`fit_whitening` on the index rows of a seeded sample of items (``WHITEN_SAMPLE``
+    rows at most), without gathering every row of a large corpus first."""
+    per_item = 1 if vectors.all_poses else vectors.p
+    m = min(len(vectors), -(-WHITEN_SAMPLE // per_item))
+    idx = np.sort(np.random.default_rng(seed).choice(len(vectors), m, replace=False)) if m < len(vectors) \
+        else np.arange(len(vectors))
+    rows = vectors.rows(idx)
+    rows = rows[:, 0] if vectors.all_poses else rows.reshape(-1, vectors.d)
+    return fit_whitening(rows, sample=len(rows) + 1)
+
+
 def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`iter_candidate_pairs` drained: ``(a, b, distance)``."""
     gen = iter_candidate_pairs(vectors, groups, **kwargs)
@@ -583,7 +595,7 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         return e, e.copy(), np.zeros(0, np.float32)
     found_a, found_b = [], []
     scored = vectors                    # f is computed on these; the search may use whitened ones
-    white = fit_whitening(vectors.index_rows()[0]) if whiten else None
+    white = _fit_search_whitening(vectors) if whiten and vectors.index_size >= WHITEN_MIN_ROWS else None
     if white is not None:
         vectors = Vectors([white(np.asarray(c).reshape(-1, c.shape[-1])).reshape(c.shape) for c in vectors.chunks],
                           vectors.pose_ids)
