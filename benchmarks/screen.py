@@ -274,6 +274,7 @@ def run_corpus(n, args, model):
 
 
 def _screen_corpus(rows, folder, store, planted, emb, args, model):
+    from napari_siamforensic.screening import index as index_module
     from napari_siamforensic.screening import screen
     from napari_siamforensic.screening.index import EmbeddingStore, Vectors, _fit_search_whitening, candidate_pairs, stored_pose_ids
     from napari_siamforensic.screening.localize import Localizer, box_iou
@@ -319,12 +320,11 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             rows[f"recall@{k} (index, not whitened)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
         if args.ivf_check:
             t = time.perf_counter()
-            ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf")
+            ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf",
+                                        whiten=not args.no_whiten)
             rows[f"recall@{k} (IVF index)"] = len(truth & set(zip(ai.tolist(), bi.tolist()))) / len(truth)
             rows[f"IVF search s @{k}"] = time.perf_counter() - t
         for probes in args.ivf_probes:
-            from napari_siamforensic.screening import index as index_module
-
             default, index_module.IVF_PROBE = index_module.IVF_PROBE, int(probes)
             try:
                 t = time.perf_counter()
