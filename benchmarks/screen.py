@@ -276,7 +276,8 @@ def run_corpus(n, args, model):
 def _screen_corpus(rows, folder, store, planted, emb, args, model):
     from napari_siamforensic.screening import index as index_module
     from napari_siamforensic.screening import screen
-    from napari_siamforensic.screening.index import EmbeddingStore, Vectors, _fit_search_whitening, candidate_pairs, stored_pose_ids
+    from napari_siamforensic.screening.index import (EmbeddingStore, Vectors, _fit_search_whitening, candidate_pairs,
+                                                     crop_min_distance, stored_pose_ids)
     from napari_siamforensic.screening.localize import Localizer, box_iou
     from napari_siamforensic.screening.sources import load_item_image
 
@@ -284,13 +285,15 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         t = time.perf_counter()
         res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
                      store=store, batch_size=args.batch_size, threads=args.threads,
-                     pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten)
+                     pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
+                     crops=not args.no_crops)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
     rows["compiled"] = res.info["compiled"]
     rows["index"] = res.info["index"]
     rows["whitened search"] = res.info["whitened"]
+    rows["crop rows per item"] = res.info["crop_rows"]
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
@@ -300,10 +303,11 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
+    crop_poses = tuple(res.info["crop_poses"])
     st = EmbeddingStore(store, model_id=model.identity(), poses=args.poses, dim=model.config.embedding_dim,
-                        pose_ids=ids)
+                        pose_ids=ids, crop_poses=crop_poses)
     refs, chunks, _ = st.restore()
-    vectors = Vectors(chunks, ids)
+    vectors = Vectors(chunks, ids, crop_poses)
     assert len(vectors) == len(res.items)
     groups = np.arange(len(vectors))
     for k in args.k:
@@ -314,6 +318,12 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         got = set(zip(a.tolist(), b.tolist()))
         rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
         rows[f"search s @{k}"] = dt
+        if vectors.c:                 # the same search with whole images only, for the ratio
+            t = time.perf_counter()
+            ap, bp, _ = candidate_pairs(vectors.without_crops(), groups, k=k, threads=args.threads, index=args.index,
+                                        pose_penalty=model.pose_penalty, whiten=not args.no_whiten)
+            rows[f"search s @{k} (whole images only)"] = time.perf_counter() - t
+            rows[f"recall@{k} (index, whole images only)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
         if res.info["whitened"]:      # the same search without whitening, for the ratio
             ap, bp, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
                                         pose_penalty=model.pose_penalty, whiten=False)
@@ -341,14 +351,25 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             top = set(zip(a[:len(truth)].tolist(), b[:len(truth)].tolist()))
             rows["R-precision"] = len(truth & top) / len(truth)
             rows["planted with f <= 1"] = float(np.mean([dd <= 1.0 for aa, bb, dd in zip(a, b, d) if (aa, bb) in truth]))
-    if args.exhaustive:
+            rows["unrelated candidates with f <= 1"] = float(np.mean(
+                [dd <= 1.0 for aa, bb, dd in zip(a, b, d) if (aa, bb) not in truth]))
+            if vectors.c:   # the screen's own order: the smaller of f and the crop distance
+                dc = crop_min_distance(vectors, a, b, penalty=model.pose_penalty)
+                ev = np.fmin(d, dc)
+                o = np.argsort(ev, kind="stable")[:len(truth)]
+                rows["R-precision (by min of f and crop f)"] = len(truth & set(zip(a[o].tolist(), b[o].tolist()))) / len(truth)
+                rows["planted with crop f <= 1"] = float(np.mean([x <= 1.0 for aa, bb, x in zip(a, b, dc) if (aa, bb) in truth]))
+                rows["unrelated candidates with crop f <= 1"] = float(np.mean(
+                    [x <= 1.0 for aa, bb, x in zip(a, b, dc) if (aa, bb) not in truth]))
+    if args.exhaustive:              # whole images only (the crop windows are not in it)
+        vectors = vectors.without_crops()
         found, dt = exhaustive_topk(vectors, args.k)
         for k in args.k:
             rows[f"recall@{k} (exhaustive)"] = len(truth & found[k]) / len(truth)
         rows["exhaustive s"] = dt
         white = _fit_search_whitening(vectors) if res.info["whitened"] else None
         if white is not None:     # the whitened search's own exhaustive counterpart
-            wv = Vectors([white(c.reshape(-1, c.shape[-1])).reshape(c.shape) for c in vectors.chunks], ids)
+            wv = vectors.transformed(white)
             found, _ = exhaustive_topk(wv, args.k)
             for k in args.k:
                 rows[f"recall@{k} (exhaustive, whitened)"] = len(truth & found[k]) / len(truth)
@@ -412,6 +433,9 @@ def main(argv=None):
                    help="screen each corpus once per value (same corpus, same run: a fair ratio)")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto")
     p.add_argument("--compile", action="store_true", help="screen with compile=True (torch.compile)")
+    p.add_argument("--no-crops", action="store_true",
+                   help="screen without crop windows (the fast whole-image search); with them (the default) "
+                        "every k also reports the recall of the whole-image search on the same store")
     p.add_argument("--no-whiten", action="store_true",
                    help="screen with whiten=False (plain f search); by default the whitened search is "
                         "compared with the plain one in the same run")

@@ -409,3 +409,116 @@ def test_whitened_search_finds_copies_that_dominant_directions_hide(mode):
         found[whiten] = truth & set(zip(a.tolist(), b.tolist()))
         np.testing.assert_allclose(dist, np.abs(v[a, 0] - v[b, 0]).sum(-1), rtol=1e-5)   # f, not the search metric
     assert len(found[True]) == 60 and len(found[False]) < 30, {k: len(x) for k, x in found.items()}
+
+
+# ----------------------------------------------------------------------------- crop windows
+@pytest.mark.parametrize("poses", ["none", "dihedral", "dihedral+invert"])
+@pytest.mark.parametrize("pose_embedding", ["basis", "all"])
+def test_crop_query_poses_reach_every_relation(poses, pose_embedding):
+    """Against the poses the index holds, the crop windows' poses reach every relation b = T(c)
+    of the group (s(T(c)) = p(c) for a stored s and a window pose p), with as few poses as possible."""
+    import itertools
+
+    from napari_siamforensic.screening.index import (POSE_COUNTS, crop_query_poses, pose_composition,
+                                                     stored_pose_ids)
+
+    group = POSE_COUNTS[poses]
+    comp = pose_composition()
+    index_ids = (0,) if pose_embedding == "all" else stored_pose_ids(poses, pose_embedding)
+    q = crop_query_poses(poses, pose_embedding)
+
+    def reached(qq):
+        return {t for t in range(group) for s in index_ids for p in qq if comp[s, t] == p}
+
+    assert reached(q) == set(range(group))
+    assert not any(reached(c) == set(range(group)) for c in itertools.combinations(range(group), len(q) - 1))
+    if (poses, pose_embedding) == ("dihedral+invert", "basis"):
+        assert q == (0, 1, 2, 3)        # the four turns: 36 windows per item with the 3 x 3 grid
+
+
+def test_crop_windows_are_the_network_on_the_grid_crops(model):
+    """Row P + w * Q + q of embed_poses is the network on window w of the 3 x 3 grid (each 3/4 of
+    the side, cut from the image resized to 171 px) in pose crop_poses[q], times alpha."""
+    import torch
+
+    from napari_siamforensic.core.data import normalise_intensity
+    from napari_siamforensic.screening.index import CROP_GRID, crop_rows, embed_poses, poses_of
+
+    img = scene8(5, 171)                       # already 128 / 0.75 px: no resampling to compare with
+    basis = (0, 1, 2, 4, 11, 12)
+    crop_poses = (0, 1, 2, 3)
+    with_crops = embed_poses(model, [img], "dihedral+invert", basis, crop_poses)
+    plain = embed_poses(model, [img], "dihedral+invert", basis)
+    assert with_crops.shape == (1, 6 + crop_rows(crop_poses), 128) and crop_rows(crop_poses) == 36
+    np.testing.assert_array_equal(with_crops[:, :6], plain)
+    norm = torch.from_numpy(normalise_intensity(img.astype(np.float32)))
+    alpha = model.net.alpha.float()
+    offsets = (0, 22, 43)
+    assert len(offsets) == CROP_GRID
+    w = 0
+    for oy in offsets:
+        for ox in offsets:
+            win = norm[oy:oy + 128, ox:ox + 128].reshape(1, 1, 128, 128)
+            want = (model.embed_tensor(poses_of(win, crop_poses).reshape(4, 1, 128, 128)) * alpha).detach().numpy()
+            np.testing.assert_allclose(with_crops[0, 6 + 4 * w:6 + 4 * w + 4], want, rtol=1e-4, atol=1e-5)
+            w += 1
+
+
+def test_crop_windows_find_a_copy_that_the_whole_image_misses():
+    """A copy equal to a crop window of its original (and nothing like it as a whole) is found
+    only through the windows; crop_min_distance is the brute-force minimum with the pose penalty
+    where the window's pose is not the stored pose."""
+    from napari_siamforensic.screening.index import crop_min_distance, crop_rows
+
+    rng = np.random.default_rng(3)
+    n, d, p, crop_poses = 300, 8, 2, (0, 1)
+    c = crop_rows(crop_poses)                                       # 9 windows x 2 poses
+    v = rng.standard_normal((n, p + c, d)).astype(np.float32)
+    originals, copies = np.arange(0, 20), np.arange(100, 120)
+    # copy's stored pose 1 (pose id 4) equals window 4 of its original in crop pose 1 (row 2 + 4*2 + 1)
+    v[copies, 1] = v[originals, p + 4 * 2 + 1] + 1e-3
+    vectors = Vectors([v], pose_ids=(0, 4), crop_poses=crop_poses)
+    assert vectors.p == 2 and vectors.c == 18
+    np.testing.assert_array_equal(vectors.rows(np.arange(3)), v[:3, :2])
+    np.testing.assert_array_equal(vectors.crop_rows(np.arange(3)), v[:3, 2:])
+    truth = {(int(a), int(b)) for a, b in zip(originals, copies)}
+    groups = np.arange(n)
+    a, b, _ = candidate_pairs(vectors, groups, k=1, index="flat", whiten=False)
+    assert truth <= set(zip(a.tolist(), b.tolist()))
+    a0, b0, _ = candidate_pairs(vectors.without_crops(), groups, k=1, index="flat", whiten=False)
+    assert len(truth & set(zip(a0.tolist(), b0.tolist()))) < 5
+    aw, bw, _ = candidate_pairs(vectors, np.zeros(n, np.int64), k=1, mode="within", whiten=False)
+    assert truth <= set(zip(aw.tolist(), bw.tolist()))
+    # the crop distance: brute force, both directions, penalty 0.3 where window pose != stored pose
+    pa, pb = np.array([0, 0, 5]), np.array([100, 7, 9])
+    got = crop_min_distance(vectors, pa, pb, penalty=0.3)
+    window_pose = np.array(crop_poses * 9)
+    for k, (i, j) in enumerate(zip(pa, pb)):
+        best = np.inf
+        for x, y in ((i, j), (j, i)):
+            for r in range(c):
+                for s, pid in enumerate((0, 4)):
+                    f = np.abs(v[x, p + r] - v[y, s]).sum() + (0.0 if window_pose[r] == pid else 0.3)
+                    best = min(best, f)
+        assert got[k] == pytest.approx(best, rel=1e-5)
+    assert got[0] == pytest.approx(8e-3 + 0.3, rel=1e-3)     # window pose 1 against stored pose 4: penalised
+    assert np.isnan(crop_min_distance(vectors.without_crops(), pa, pb)).all()
+
+
+def test_transformed_vectors_are_read_lazily_and_match_an_eager_copy():
+    from napari_siamforensic.screening.index import fit_whitening
+
+    rng = np.random.default_rng(4)
+    chunks = [rng.standard_normal((700, 6 + 36, 16)).astype(np.float32), rng.standard_normal((50, 42, 16)).astype(np.float32)]
+    v = Vectors(chunks, (0, 1, 2, 4, 11, 12), (0, 1, 2, 3))
+    white = fit_whitening(v.index_rows()[0])
+    lazy = v.transformed(white)
+    assert lazy.chunks[0] is chunks[0]                                  # no second copy
+    idx = np.array([3, 699, 700, 749])
+    np.testing.assert_allclose(lazy.query_rows(idx), white(v.query_rows(idx).reshape(-1, 16)).reshape(4, 42, 16),
+                               rtol=1e-6)
+    np.testing.assert_allclose(lazy.index_rows()[0], white(v.index_rows()[0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="transformed already"):
+        lazy.transformed(white)
+    with pytest.raises(ValueError, match="crop windows"):
+        Vectors(chunks, (0, 1, 2, 4, 11, 12), (0, 1))                  # 18 crop rows expected, 36 stored

@@ -53,7 +53,9 @@ def test_planted_mirror_copy_is_the_best_pair(folder_reports):
     assert best["transform"].startswith("mirrored") and "rotated" not in best["transform"]
     # the copy is the whole of the original: the matched regions are (nearly) the frames
     assert best["box_a"][2] - best["box_a"][0] > 180 and best["box_b"][3] - best["box_b"][1] > 180
-    assert res.pairs["distance"].is_monotonic_increasing
+    # best evidence first: the smaller of the whole-image and the crop-window distance
+    assert np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).is_monotonic_increasing
+    assert res.pairs["crop_distance"].notna().all() and res.info["crop_rows"] == 36
     np.testing.assert_allclose(res.pairs["probability"], 1 / (1 + np.exp(-(1 - res.pairs["distance"]))))
     assert len(res.skipped) == 1 and res.skipped.iloc[0]["source"].endswith("broken.png")
     assert "could not read" in res.skipped.iloc[0]["reason"]
@@ -207,9 +209,17 @@ def test_threshold_and_candidates_limit_the_pairs(folder, model):
     assert len(res_all.pairs) == 10          # 5 items, every pair is a candidate
     res_k1 = screen([str(folder)], model, candidates=1, localize=0, poses="none")
     assert len(res_k1.pairs) <= 5
-    cut = float(res_all.pairs["distance"].iloc[2])
+    evidence = np.fmin(res_all.pairs["distance"], res_all.pairs["crop_distance"])
+    cut = float(evidence.iloc[2])
     res_t = screen([str(folder)], model, threshold=cut, localize=0, poses="none")
-    assert (res_t.pairs["distance"] <= cut).all() and len(res_t.pairs) == 3
+    assert (np.fmin(res_t.pairs["distance"], res_t.pairs["crop_distance"]) <= cut).all() and len(res_t.pairs) == 3
+    # without crop windows the threshold and the order are those of the whole-image distance
+    res_w = screen([str(folder)], model, candidates=4, localize=0, poses="none", crops=False)
+    assert res_w.pairs["crop_distance"].isna().all() and res_w.info["crop_rows"] == 0
+    assert res_w.pairs["distance"].is_monotonic_increasing
+    cut = float(res_w.pairs["distance"].iloc[2])
+    res_wt = screen([str(folder)], model, threshold=cut, localize=0, poses="none", crops=False)
+    assert (res_wt.pairs["distance"] <= cut).all() and len(res_wt.pairs) == 3
 
 
 def test_store_resumes_and_screens_new_sources_against_it(folder, model, tmp_path):
@@ -309,3 +319,33 @@ def test_pdf_without_pypdfium2_is_skipped_saying_what_to_install(tmp_path, model
     reasons = dict(zip(res.skipped["source"].map(lambda s: os.path.basename(s)), res.skipped["reason"]))
     assert "pypdfium2" in reasons["paper.pdf"] and "pip install" in reasons["paper.pdf"]
     assert list(res.items["kind"]) == ["image"]              # the rest of the screen went on
+
+
+def test_a_copy_cut_from_a_larger_panel_is_found_through_the_crop_windows(model, tmp_path):
+    """The copy is the top-right 3/4 x 3/4 of a panel, turned a quarter: as a whole image it is
+    another picture, but one crop window of the panel is it. With crops the pair comes first with
+    a crop distance far below its whole-image distance; the whole-image distance is unchanged."""
+    big = scene8(40, 171)
+    Image.fromarray(big).save(tmp_path / "panel.png")
+    Image.fromarray(np.rot90(big[0:128, 43:171]).copy()).save(tmp_path / "cut.png")
+    for i in range(6):
+        Image.fromarray(scene8(41 + i, 171)).save(tmp_path / f"other{i}.png")
+    res = screen([str(tmp_path)], model, candidates=3, localize=0)
+    best = res.pairs.iloc[0]
+    assert {_name(res, best["a"]), _name(res, best["b"])} == {"panel.png", "cut.png"}
+    assert best["crop_distance"] < 0.25 * best["distance"]
+    assert best["crop_distance"] < np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).iloc[1:].min()
+    plain = screen([str(tmp_path)], model, candidates=6, localize=0, crops=False)
+    row = plain.pairs[(plain.pairs[["a", "b"]].to_numpy() == [best["a"], best["b"]]).all(1)]
+    assert len(row) == 1 and row["distance"].iloc[0] == pytest.approx(best["distance"], rel=1e-6)
+
+
+def test_a_store_built_without_crop_windows_is_refused_with_the_fix(folder, model, tmp_path):
+    store = tmp_path / "store"
+    screen([str(folder)], model, store=store, localize=0, poses="none", crops=False)
+    with pytest.raises(ValueError, match=r"without crop windows.*crops=False"):
+        screen([str(folder)], model, store=store, localize=0, poses="none")
+    again = screen([str(folder)], model, store=store, localize=0, poses="none", crops=False)
+    assert again.info["restored"] == 5
+    with pytest.raises(TypeError, match="crops"):
+        screen([str(folder)], model, crops="yes")

@@ -150,8 +150,8 @@ class DuplicatesWidget(QWidget):
         self.heatmap.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.heatmap.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.heatmap.cellClicked.connect(self._heatmap_clicked)
-        self.pairs = QTableWidget(0, 5)
-        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance f", "probability", "transform"])
+        self.pairs = QTableWidget(0, 6)
+        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance f", "crop f", "probability", "transform"])
         self.pairs.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.pairs.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.pairs.setSortingEnabled(True)
@@ -218,8 +218,11 @@ class DuplicatesWidget(QWidget):
                 model = copy.copy(model)        # the shared model keeps its own penalty
                 model.pose_penalty = penalty
             result = None
+            # crop windows (a copy cut from a larger panel) with files; layers alone are all
+            # compared with each other anyway
             for report in iter_screen(arrays + paths, model, poses=poses, candidates=candidates,
-                                      localize=MAX_CANDIDATES, options=options, pose_embedding=pose_embedding):
+                                      localize=MAX_CANDIDATES, options=options, pose_embedding=pose_embedding,
+                                      crops=bool(paths)):
                 if report.finished:
                     result = report.result
                 else:
@@ -306,10 +309,12 @@ class DuplicatesWidget(QWidget):
             t.setItem(r, 0, a_item)
             t.setItem(r, 1, QTableWidgetItem(self.names[row.b]))
             t.setItem(r, 2, _NumberItem(float(row.distance), f"{row.distance:.3f}"))
-            t.setItem(r, 3, _NumberItem(float(row.probability), f"{row.probability:.3f}"))
-            t.setItem(r, 4, QTableWidgetItem(str(row.transform)))
+            crop = float(row.crop_distance)
+            t.setItem(r, 3, _NumberItem(crop, f"{crop:.3f}") if crop == crop else _NumberItem(float("inf"), "-"))
+            t.setItem(r, 4, _NumberItem(float(row.probability), f"{row.probability:.3f}"))
+            t.setItem(r, 5, QTableWidgetItem(str(row.transform)))
             if row.distance <= 1.0:
-                for c in range(5):
+                for c in range(6):
                     t.item(r, c).setBackground(QBrush(QColor(120, 30, 40)))
         t.setSortingEnabled(True)
         t.resizeColumnsToContents()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.scoring import load_model
 from . import ScreenProgress, SourceOptions, _check_options, _search_and_report
-from .index import EmbeddingStore, embed_poses, file_stamp, stored_pose_ids
+from .index import EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, stored_pose_ids
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
 
@@ -37,9 +37,9 @@ def _worker_model(model_path, device: str):
 
 
 def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_size: int, device: str = "auto",
-                pose_ids: tuple[int, ...] | None = None):
+                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()):
     """One task: read, split and embed these files. Returns a list, per file, of
-    ``(path, stamp, refs, vectors (n, P, D), skipped records)``."""
+    ``(path, stamp, refs, vectors (n, P + C, D), skipped records)`` (C rows of crop windows)."""
     model = _worker_model(model_path, device)
     opts = SourceOptions(**options)
     out = []
@@ -51,7 +51,8 @@ def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_s
             elif isinstance(ev, Skipped):
                 skipped.append({"source": ev.source, "page": ev.page, "reason": ev.reason, "file": path})
         if items:
-            vecs = np.concatenate([embed_poses(model, [it.image for it in items[s:s + batch_size]], poses, pose_ids)
+            vecs = np.concatenate([embed_poses(model, [it.image for it in items[s:s + batch_size]], poses, pose_ids,
+                                               crop_poses)
                                    for s in range(0, len(items), batch_size)])
         else:
             vecs = None
@@ -65,7 +66,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            store=None, localize: int = 50, metric: str = "l1", backend: str = "auto",
                            options: SourceOptions | None = None, threads: int | None = None,
                            pose_embedding: str = "basis", index: str = "auto",
-                           whiten: bool = True) -> Iterator[ScreenProgress]:
+                           whiten: bool = True, crops: bool = True) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -82,7 +83,10 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     from distributed import Client
 
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
+    if not isinstance(crops, bool):
+        raise TypeError(f"`crops` must be True or False, got {crops!r}")
     pose_ids = stored_pose_ids(poses, pose_embedding)
+    crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
     options = options or SourceOptions()
     if client is None and scheduler is None:
         raise ValueError("pass `scheduler` (an address such as 'tcp://host:8786') or `client`")
@@ -92,7 +96,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     client = client or Client(scheduler)
     try:
         st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=model.config.embedding_dim,
-                            pose_ids=pose_ids)
+                            pose_ids=pose_ids, crop_poses=crop_poses)
         refs, chunks, skipped = st.restore()
         n_restored = len(refs)
         completed = st.completed_files()
@@ -109,13 +113,13 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         opts = {k: getattr(options, k) for k in ("split_panels", "pdf_pages", "pdf_dpi", "max_pages", "min_panel_side")}
         batches = [files[i:i + files_per_task] for i in range(0, len(files), files_per_task)]
         task = partial(embed_files, model_path=model_path, poses=poses, options=opts,
-                       batch_size=batch_size, device=device, pose_ids=pose_ids)     # (Client.map has its own batch_size)
+                       batch_size=batch_size, device=device, pose_ids=pose_ids, crop_poses=crop_poses)     # (Client.map has its own batch_size)
         futures = client.map(task, batches, pure=False)
         done = 0
         for fut in futures:      # in order, so ids are those of the single-process screen
             for path, stamp, frefs, vecs, fskipped in fut.result():
                 if vecs is None:
-                    vecs = np.zeros((0, len(pose_ids), model.config.embedding_dim), np.float32)
+                    vecs = np.zeros((0, len(pose_ids) + crop_rows(crop_poses), model.config.embedding_dim), np.float32)
                 st.append(vecs, frefs, {path: stamp} if stamp else {}, fskipped)
                 refs.extend(frefs)
                 chunks.append(st.chunks[-1].vectors)
@@ -130,7 +134,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     yield from _search_and_report(model, refs, chunks, skipped + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index, whiten=whiten), {}, options, t0, t_embed, n_restored)
+        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses), {}, options, t0, t_embed,
+        n_restored)
 
 
 def screen_on_cluster(sources, model_path=None, **kwargs) -> ScreenResult:

@@ -35,6 +35,7 @@ re-embedding it.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -69,6 +70,39 @@ def stored_pose_ids(poses: str, pose_embedding: str = "all") -> tuple[int, ...]:
     if pose_embedding not in POSE_EMBEDDINGS:
         raise ValueError(f"`pose_embedding` must be one of {POSE_EMBEDDINGS}, got {pose_embedding!r}")
     return tuple(range(POSE_COUNTS[poses])) if pose_embedding == "all" else POSE_BASES[poses]
+
+
+# Crop windows (``crops=True``): a copy cut from a larger panel is found through a 3 x 3 grid of
+# crops of every item, each 3/4 of its width and height, used as extra queries (never stored in
+# the index). A copy keeping half of the panel's area was found among 2,000 panels at 10
+# candidates 0.38 of the time by the whole image, 0.8 and more with the crops (docs/screening.md).
+CROP_SIDE = 0.75
+CROP_GRID = 3
+
+
+@lru_cache(maxsize=None)
+def crop_query_poses(poses: str, pose_embedding: str = "basis") -> tuple[int, ...]:
+    """The fewest poses (indices into ``pose_stack``'s order) a crop window is embedded in so that,
+    against the poses the index holds, every relation of the group is reached: the index holds
+    ``s(b)``; a crop ``c`` of a in pose ``p`` matches when ``s(T(c)) = p(c)`` for ``b = T(c)``.
+
+    With the basis of ``"dihedral+invert"`` these are the four turns (0, 1, 2, 3); with
+    ``pose_embedding="all"`` the index holds pose 0 only, so every pose of the group."""
+    group = POSE_COUNTS[poses]
+    index_ids = (0,) if pose_embedding == "all" else stored_pose_ids(poses, pose_embedding)
+    if index_ids == (0,):
+        return tuple(range(group))
+    comp = pose_composition()
+    for r in range(1, group + 1):
+        for q in itertools.combinations(range(group), r):
+            if len({t for t in range(group) for s in index_ids for p in q if comp[s, t] == p}) == group:
+                return tuple(int(v) for v in q)
+    raise AssertionError("unreachable: the whole group always covers itself")
+
+
+def crop_rows(crop_poses) -> int:
+    """Rows of crop windows per item: ``CROP_GRID ** 2`` windows in each of ``crop_poses``."""
+    return CROP_GRID * CROP_GRID * len(crop_poses)
 
 
 @lru_cache(maxsize=1)
@@ -167,15 +201,33 @@ def poses_of(x: torch.Tensor, pose_ids) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_poses(model: ForensicModel, images: list[np.ndarray], poses: str,
-                pose_ids: tuple[int, ...] | None = None) -> np.ndarray:
+                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()) -> np.ndarray:
     """``(B, P, D)`` float32: ``alpha * embedding`` of every pose of every image (or of the
-    poses ``pose_ids`` only, indices into ``pose_stack``'s order)."""
+    poses ``pose_ids`` only, indices into ``pose_stack``'s order).
+
+    ``crop_poses``: also embed a ``CROP_GRID x CROP_GRID`` grid of crop windows of every image
+    (each ``CROP_SIDE`` of its width and height; the image is resized once to
+    ``input_size / CROP_SIDE`` and the windows are cut from it) in each of these poses, appended
+    after the P pose rows: ``(B, P + crop_rows(crop_poses), D)``, window-major (row
+    ``P + w * Q + q`` is window ``w``, row-major in the grid, in pose ``crop_poses[q]``)."""
     x = prepare_batch(images, model.input_size, model.device)
     stack = pose_stack(x, poses) if pose_ids is None else poses_of(x, pose_ids)   # (P, B, 1, S, S)
     p, b = stack.shape[:2]
-    e = model.embed_tensor(stack.reshape(p * b, *x.shape[1:])).reshape(p, b, -1)
-    e = e * model.net.alpha.float()
-    return e.permute(1, 0, 2).contiguous().cpu().numpy().astype(np.float32)
+    alpha = model.net.alpha.float()
+    e = model.embed_tensor(stack.reshape(p * b, *x.shape[1:])).reshape(p, b, -1) * alpha
+    out = e.permute(1, 0, 2)
+    if crop_poses:
+        size = model.input_size
+        side = int(round(size / CROP_SIDE))
+        big = prepare_batch(images, side, model.device)                              # (B, 1, side, side)
+        offs = [int(round(k * (side - size) / (CROP_GRID - 1))) for k in range(CROP_GRID)]
+        win = torch.stack([big[..., oy:oy + size, ox:ox + size] for oy in offs for ox in offs], 1)
+        nw = win.shape[1]
+        st = poses_of(win.reshape(b * nw, 1, size, size), crop_poses)             # (Q, B * W, 1, S, S)
+        q = st.shape[0]
+        ec = model.embed_tensor(st.reshape(q * b * nw, 1, size, size)).reshape(q, b, nw, -1) * alpha
+        out = torch.cat([out, ec.permute(1, 2, 0, 3).reshape(b, nw * q, -1)], 1)
+    return out.contiguous().cpu().numpy().astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------- store
@@ -228,17 +280,18 @@ class EmbeddingStore:
     """
 
     def __init__(self, path: str | os.PathLike | None, *, model_id: str, poses: str, dim: int,
-                 pose_ids: tuple[int, ...] | None = None):
+                 pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()):
         self.path = Path(path) if path is not None else None
         self.model_id, self.poses, self.dim = model_id, poses, int(dim)
         self.pose_ids = tuple(int(p) for p in pose_ids) if pose_ids is not None else stored_pose_ids(poses, "all")
+        self.crop_poses = tuple(int(p) for p in crop_poses)
         self.chunks: list[StoredChunk] = []
         if self.path is not None:
             self._open()
 
     def _manifest(self) -> dict:
         return {"format": STORE_FORMAT, "model": self.model_id, "poses": self.poses, "dim": self.dim,
-                "pose_ids": list(self.pose_ids)}
+                "pose_ids": list(self.pose_ids), "crop_poses": list(self.crop_poses)}
 
     def _open(self) -> None:
         assert self.path is not None
@@ -256,8 +309,15 @@ class EmbeddingStore:
                 raise ValueError(f"`store`: {str(self.path)!r} is not a screen store (format {have.get('format')!r})")
             if "pose_ids" not in have and have.get("poses") in POSE_COUNTS:     # stores of before the bases
                 have["pose_ids"] = list(stored_pose_ids(have["poses"], "all"))
-            for key in ("model", "poses", "dim", "pose_ids"):
+            have.setdefault("crop_poses", [])                                     # stores of before the crops
+            for key in ("model", "poses", "dim", "pose_ids", "crop_poses"):
                 if have.get(key) != want[key]:
+                    if key == "crop_poses":
+                        built = "with crop windows" if have[key] else "without crop windows"
+                        hint = "crops=False (--no-crops)" if have[key] == [] else "crops=True"
+                        raise ValueError(f"`store`: {str(self.path)!r} was built {built} (crop poses {have[key]!r}), "
+                                         f"this screen uses crop poses {want[key]!r}; screen with {hint} "
+                                         "or use a new store folder")
                     what = "stored poses (pose_embedding)" if key == "pose_ids" else key
                     raise ValueError(f"`store`: {str(self.path)!r} was built with {what} {have.get(key)!r}, this "
                                      f"screen uses {want[key]!r}; use a new store folder")
@@ -333,18 +393,26 @@ def file_stamp(path: str) -> str | None:
 
 # ----------------------------------------------------------------------------------- vectors
 class Vectors:
-    """Row access to a list of ``(B, P, D)`` chunks without concatenating them."""
+    """Row access to a list of ``(B, P + C, D)`` chunks without concatenating them: P stored
+    poses (``pose_ids``), then C rows of crop windows (``crop_poses``, :func:`embed_poses`)
+    that are queries only."""
 
-    def __init__(self, chunks: list[np.ndarray], pose_ids: tuple[int, ...] | None = None):
+    def __init__(self, chunks: list[np.ndarray], pose_ids: tuple[int, ...] | None = None,
+                 crop_poses: tuple[int, ...] = (), transform=None):
+        self.transform = transform          # applied to every row read (a lazy whitening)
         self.chunks = [c for c in chunks if len(c)]
         sizes = [len(c) for c in self.chunks]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n = int(self.offsets[-1])
-        self.p = int(self.chunks[0].shape[1]) if self.chunks else (len(pose_ids) if pose_ids else 1)
+        self.crop_poses = tuple(int(p) for p in crop_poses)
+        self.c = crop_rows(self.crop_poses) if self.crop_poses else 0
+        width = int(self.chunks[0].shape[1]) if self.chunks else None
+        self.p = (width - self.c) if width is not None else (len(pose_ids) if pose_ids else 1)
         self.d = int(self.chunks[0].shape[2]) if self.chunks else 0
         self.pose_ids = tuple(int(p) for p in pose_ids) if pose_ids is not None else tuple(range(self.p))
         if len(self.pose_ids) != self.p:
-            raise ValueError(f"{self.p} poses stored per item but {len(self.pose_ids)} pose ids given")
+            raise ValueError(f"{self.p} poses stored per item but {len(self.pose_ids)} pose ids given"
+                             + (f" (and {self.c} rows of crop windows)" if self.c else ""))
 
     @property
     def all_poses(self) -> bool:
@@ -354,19 +422,37 @@ class Vectors:
     def __len__(self) -> int:
         return self.n
 
-    def rows(self, idx: np.ndarray) -> np.ndarray:
-        """``(len(idx), P, D)`` for global row indices."""
+    def _gather(self, idx: np.ndarray, lo: int, hi: int) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
-        out = np.empty((len(idx), self.p, self.d), np.float32)
+        out = np.empty((len(idx), hi - lo, self.d), np.float32)
         which = np.searchsorted(self.offsets, idx, side="right") - 1
         for c in np.unique(which):
             m = which == c
-            out[m] = self.chunks[c][idx[m] - self.offsets[c]]
-        return out
+            out[m] = self.chunks[c][idx[m] - self.offsets[c], lo:hi]
+        return self._tf(out)
+
+    def _tf(self, x: np.ndarray) -> np.ndarray:
+        if self.transform is None:
+            return x
+        return self.transform(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), P, D)`` stored poses for global row indices."""
+        return self._gather(idx, 0, self.p)
+
+    def crop_rows(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), C, D)`` crop windows (C = 0 without them)."""
+        return self._gather(idx, self.p, self.p + self.c)
+
+    def query_rows(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), P + C, D)``: every row that searches the index (poses, then crops)."""
+        return self._gather(idx, 0, self.p + self.c)
 
     def pose0(self) -> np.ndarray:
         """``(N, D)`` pose-0 vectors."""
-        return np.concatenate([np.asarray(c[:, 0]) for c in self.chunks]) if self.chunks else np.zeros((0, self.d), np.float32)
+        if not self.chunks:
+            return np.zeros((0, self.d), np.float32)
+        return self._tf(np.concatenate([np.asarray(c[:, 0]) for c in self.chunks]))
 
     @property
     def index_size(self) -> int:
@@ -375,17 +461,36 @@ class Vectors:
 
     def index_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows the neighbour index holds and the item of each: the pose-0 vectors when all
-        poses are stored, else every stored pose (``(N * P, D)``)."""
+        poses are stored, else every stored pose (``(N * P, D)``); never the crop windows."""
         if self.all_poses:
             return self.pose0(), np.arange(self.n, dtype=np.int64)
         if not self.chunks:
             return np.zeros((0, self.d), np.float32), np.zeros(0, np.int64)
-        rows = np.concatenate([np.asarray(c).reshape(-1, self.d) for c in self.chunks])
+        rows = np.concatenate([self._tf(np.asarray(c[:, :self.p]).reshape(-1, self.d)) for c in self.chunks])
         return rows, np.repeat(np.arange(self.n, dtype=np.int64), self.p)
 
     def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, (b, P, D))`` blocks of stored poses."""
         for start in range(0, self.n, size):
             yield start, self.rows(np.arange(start, min(self.n, start + size)))
+
+    def query_blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, (b, P + C, D))`` blocks of every query row."""
+        for start in range(0, self.n, size):
+            yield start, self.query_rows(np.arange(start, min(self.n, start + size)))
+
+    def without_crops(self) -> "Vectors":
+        """The same items, stored poses only (views of the chunks)."""
+        if not self.c:
+            return self
+        return Vectors([c[:, :self.p] for c in self.chunks], self.pose_ids, transform=self.transform)
+
+    def transformed(self, fn) -> "Vectors":
+        """The same rows (crops included) read through ``fn`` (``(M, D) -> (M, D)``), lazily:
+        no second copy of the corpus."""
+        if self.transform is not None:
+            raise ValueError("these vectors are transformed already")
+        return Vectors(self.chunks, self.pose_ids, self.crop_poses, transform=fn)
 
 
 # ----------------------------------------------------------------------------------- search
@@ -405,6 +510,34 @@ def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     for s in range(0, len(a), chunk):
         va, vb = vectors.rows(a[s:s + chunk]), vectors.rows(b[s:s + chunk])
         out[s:s + chunk] = _pair_distances(va, vb, pp).min(1)
+    return out
+
+
+def crop_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
+                      penalty: float = 0.0) -> np.ndarray:
+    """``(M,)`` f between a crop window of one image and the other image: the minimum over every
+    crop row of a against every stored pose of b, and of b against a. ``penalty`` is added
+    where the window's pose is not the stored pose it is compared with. NaN without crop rows.
+
+    It is lower than the whole-image distance for a copy cut from a larger panel, and also for
+    unrelated pairs (more comparisons): it finds candidates and orders the table, while the
+    calibrated ``probability`` stays that of the whole-image distance."""
+    out = np.full(len(a), np.nan, np.float32)
+    if not vectors.c or not len(a):
+        return out
+    q = len(vectors.crop_poses)
+    window_pose = np.array(vectors.crop_poses * (vectors.c // q))                   # (C,)
+    offset = np.where(window_pose[:, None] == np.array(vectors.pose_ids)[None, :], 0.0, float(penalty))
+    offset = offset.astype(np.float32)                                              # (C, P)
+    for s in range(0, len(a), chunk):
+        ia, ib = a[s:s + chunk], b[s:s + chunk]
+        best = None
+        for x, y in ((ia, ib), (ib, ia)):
+            cx, py = vectors.crop_rows(x), vectors.rows(y)                          # (m, C, D), (m, P, D)
+            d = np.abs(cx[:, :, None] - py[:, None]).sum(-1) + offset               # (m, C, P)
+            d = d.reshape(len(x), -1).min(1)
+            best = d if best is None else np.minimum(best, d)
+        out[s:s + chunk] = best
     return out
 
 
@@ -597,8 +730,7 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     scored = vectors                    # f is computed on these; the search may use whitened ones
     white = _fit_search_whitening(vectors) if whiten and vectors.index_size >= WHITEN_MIN_ROWS else None
     if white is not None:
-        vectors = Vectors([white(np.asarray(c).reshape(-1, c.shape[-1])).reshape(c.shape) for c in vectors.chunks],
-                          vectors.pose_ids)
+        vectors = vectors.transformed(white)
     if mode == "within":
         # exact, per document (documents are small)
         order = np.argsort(groups, kind="stable")
@@ -606,9 +738,9 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         done = 0
         for members in np.split(order, bounds):
             if len(members) > 1:
-                va = vectors.rows(members)
+                va = vectors.query_rows(members)              # stored poses, then crop windows
                 m, p, dim = va.shape
-                base = torch.from_numpy(va[:, :1] if vectors.all_poses else va).reshape(-1, dim)
+                base = torch.from_numpy(va[:, :1] if vectors.all_poses else va[:, :vectors.p]).reshape(-1, dim)
                 q = torch.from_numpy(va).reshape(-1, dim)
                 d = torch.cdist(q, base, p=1 if metric == "l1" else 2).reshape(m, p, m, -1).amin(dim=(1, 3))
                 d.fill_diagonal_(float("inf"))
@@ -624,7 +756,7 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         searcher = build_index(base, metric, backend, threads, index=index)
         del base
         gsize = np.bincount(groups) if mode == "across" else None
-        for start, block in vectors.blocks(query_chunk):
+        for start, block in vectors.query_blocks(query_chunk):
             bn, p, dim = block.shape
             ids = np.arange(start, start + bn)
             extra = int(gsize[groups[ids]].max()) if gsize is not None else 1
@@ -681,4 +813,5 @@ def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048
 __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_min_distance", "fit_whitening", "Whitening",
            "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
            "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
-           "PosePairs", "resolve_index", "ivf_shape", "poses_of"]
+           "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_min_distance", "crop_query_poses", "crop_rows",
+           "CROP_SIDE", "CROP_GRID"]
