@@ -503,6 +503,16 @@ def test_crop_windows_find_a_copy_that_the_whole_image_misses():
         assert got[k] == pytest.approx(best, rel=1e-5)
     assert got[0] == pytest.approx(8e-3 + 0.3, rel=1e-3)     # window pose 1 against stored pose 4: penalised
     assert np.isnan(crop_min_distance(vectors.without_crops(), pa, pb)).all()
+    # the pose of that match: window pose q = 1 (a quarter turn) against stored pose s = 4
+    # (mirrored): pose q^-1 s of the copy (b) matches the original as it is
+    from napari_siamforensic.screening.index import crop_best_poses, pose_composition
+
+    comp = pose_composition()
+    q_inv = int(np.flatnonzero(comp[1] == 0)[0])
+    pose, of_b = crop_best_poses(vectors, originals, copies, penalty=0.3)
+    assert (pose == comp[q_inv, 4]).all() and of_b.all()
+    pose, of_b = crop_best_poses(vectors, copies, originals, penalty=0.3)       # a and b swapped
+    assert (pose == comp[q_inv, 4]).all() and not of_b.any()
 
 
 def test_transformed_vectors_are_read_lazily_and_match_an_eager_copy():

@@ -334,6 +334,8 @@ def test_a_copy_cut_from_a_larger_panel_is_found_through_the_crop_windows(model,
     best = res.pairs.iloc[0]
     assert {_name(res, best["a"]), _name(res, best["b"])} == {"panel.png", "cut.png"}
     assert best["crop_distance"] < 0.25 * best["distance"]
+    # the transform is the crop window's pose (cut.png is a; the panel is it turned back clockwise)
+    assert _name(res, best["a"]) == "cut.png" and best["transform"] == "rotated 90° cw"
     assert best["crop_distance"] < np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).iloc[1:].min()
     plain = screen([str(tmp_path)], model, candidates=6, localize=0, crops=False)
     row = plain.pairs[(plain.pairs[["a", "b"]].to_numpy() == [best["a"], best["b"]]).all(1)]

@@ -26,9 +26,9 @@ import pandas as pd
 
 from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
-from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, EmbeddingStore, Vectors, best_poses, crop_min_distance,
-                    crop_query_poses, crop_rows, embed_poses,
-                    WHITEN_MIN_ROWS, file_stamp, have_faiss, iter_candidate_pairs, resolve_index, stored_pose_ids)
+from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, EmbeddingStore, Vectors, best_poses,
+                    crop_best_poses, crop_min_distance, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
+                    iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
@@ -306,6 +306,10 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
 
     # transforms of the best pose for every pair; keypoint localisation for the best ones
     pose, of_b = best_poses(vectors, a, b, penalty=model.pose_penalty)
+    by_crop = dc < d                         # NaN (no crop windows) compares False
+    if by_crop.any():                        # the pose of the crop window that matched
+        cp, cb = crop_best_poses(vectors, a[by_crop], b[by_crop], penalty=model.pose_penalty)
+        pose[by_crop], of_b[by_crop] = cp, cb
     words = {}
     transform = []
     for p, ob in zip(pose.tolist(), of_b.tolist()):

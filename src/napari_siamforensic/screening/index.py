@@ -18,9 +18,14 @@ Which poses are stored (``pose_embedding``):
   minimum's own comparisons. It is close to, but not, the number
   :meth:`ForensicModel.distance` gives, which embeds the 16 poses of the second image.
 
+Crop windows (``crop_poses``, :func:`crop_query_poses`): a 3 x 3 grid of crops of every item,
+each ``CROP_SIDE`` (3/4) of its width and height, embedded in the fewest poses that reach every
+relation against the index's poses, stored after the pose vectors: ``(N, P + C, D)``. They are
+queries only, so a copy cut from a larger panel finds it; :func:`crop_min_distance` scores them.
+
 Candidate search: an index holds the pose-0 vectors of every item (``"all"``) or every stored
-pose (``"basis"``); every stored pose of every item is a query, so a flipped, rotated or
-inverted copy finds its original. The index is faiss ``IndexFlat`` with ``METRIC_L1`` (exact,
+pose (``"basis"``); every stored pose (and crop window) of every item is a query, so a flipped,
+rotated, inverted or cut-out copy finds its original. The index is faiss ``IndexFlat`` with ``METRIC_L1`` (exact,
 the model's own metric) when faiss is installed, else an exact chunked torch search; for very
 large corpora an inverted-file index (``IndexIVFFlat``, L1) searches a few cells instead of
 every row. Memory is ``O(N * P * D)`` for the index plus one chunk of queries; there is never
@@ -541,6 +546,36 @@ def crop_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     return out
 
 
+def crop_best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
+                    penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_poses` for the crop-window match of each pair (the comparison
+    :func:`crop_min_distance` takes its minimum from): ``(pose, of_b)``. A window of x in pose q
+    that matches pose s of y means pose ``q^-1 s`` of y matches x as it is (``of_b`` when x is a)."""
+    pose = np.zeros(len(a), np.int64)
+    of_b = np.ones(len(a), bool)
+    if not vectors.c or not len(a):
+        return pose, of_b
+    comp = pose_composition()
+    inverse = {p: int(np.flatnonzero(comp[p] == 0)[0]) for p in range(len(comp))}
+    q = len(vectors.crop_poses)
+    window_pose = np.array(vectors.crop_poses * (vectors.c // q))
+    stored = np.array(vectors.pose_ids)
+    offset = np.where(window_pose[:, None] == stored[None, :], 0.0, float(penalty)).astype(np.float32)
+    relation = np.array([[comp[inverse[int(wp)], int(sp)] for sp in stored] for wp in window_pose])   # (C, P)
+    for s in range(0, len(a), chunk):
+        ia, ib = a[s:s + chunk], b[s:s + chunk]
+        found = []
+        for x, y in ((ia, ib), (ib, ia)):
+            d = np.abs(vectors.crop_rows(x)[:, :, None] - vectors.rows(y)[:, None]).sum(-1) + offset
+            flat = d.reshape(len(x), -1)
+            k = flat.argmin(1)
+            found.append((flat[np.arange(len(x)), k], relation.reshape(-1)[k]))
+        use_a = found[0][0] <= found[1][0]
+        pose[s:s + chunk] = np.where(use_a, found[0][1], found[1][1])
+        of_b[s:s + chunk] = use_a
+    return pose, of_b
+
+
 class _TorchFlat:
     """Exact chunked search (the fallback without faiss)."""
 
@@ -813,5 +848,5 @@ def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048
 __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_min_distance", "fit_whitening", "Whitening",
            "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
            "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
-           "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_min_distance", "crop_query_poses", "crop_rows",
+           "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_min_distance", "crop_best_poses", "crop_query_poses", "crop_rows",
            "CROP_SIDE", "CROP_GRID"]
