@@ -518,6 +518,34 @@ def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     return out
 
 
+def _crop_match(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int, penalty: float):
+    """``(distance, pose, of_b)`` of the best crop-window comparison of each pair, both ways."""
+    m = len(a)
+    dist, pose, of_b = np.full(m, np.nan, np.float32), np.zeros(m, np.int64), np.ones(m, bool)
+    if not vectors.c or not m:
+        return dist, pose, of_b
+    comp = pose_composition()
+    inverse = {p: int(np.flatnonzero(comp[p] == 0)[0]) for p in range(len(comp))}
+    window_pose = np.array(vectors.crop_poses * (vectors.c // len(vectors.crop_poses)))   # (C,)
+    stored = np.array(vectors.pose_ids)
+    offset = np.where(window_pose[:, None] == stored[None, :], 0.0, float(penalty)).astype(np.float32)  # (C, P)
+    # window of x in pose q ~ pose s of y  <=>  pose q^-1 s of y ~ x as it is
+    relation = np.array([[comp[inverse[int(wp)], int(sp)] for sp in stored] for wp in window_pose]).reshape(-1)
+    for s in range(0, m, chunk):
+        ia, ib = a[s:s + chunk], b[s:s + chunk]
+        found = []
+        for x, y in ((ia, ib), (ib, ia)):
+            d = np.abs(vectors.crop_rows(x)[:, :, None] - vectors.rows(y)[:, None]).sum(-1) + offset   # (m, C, P)
+            flat = d.reshape(len(x), -1)
+            k = flat.argmin(1)
+            found.append((flat[np.arange(len(x)), k], relation[k]))
+        use_a = found[0][0] <= found[1][0]
+        dist[s:s + chunk] = np.where(use_a, found[0][0], found[1][0])
+        pose[s:s + chunk] = np.where(use_a, found[0][1], found[1][1])
+        of_b[s:s + chunk] = use_a
+    return dist, pose, of_b
+
+
 def crop_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
                       penalty: float = 0.0) -> np.ndarray:
     """``(M,)`` f between a crop window of one image and the other image: the minimum over every
@@ -527,23 +555,7 @@ def crop_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     It is lower than the whole-image distance for a copy cut from a larger panel, and also for
     unrelated pairs (more comparisons): it finds candidates and orders the table, while the
     calibrated ``probability`` stays that of the whole-image distance."""
-    out = np.full(len(a), np.nan, np.float32)
-    if not vectors.c or not len(a):
-        return out
-    q = len(vectors.crop_poses)
-    window_pose = np.array(vectors.crop_poses * (vectors.c // q))                   # (C,)
-    offset = np.where(window_pose[:, None] == np.array(vectors.pose_ids)[None, :], 0.0, float(penalty))
-    offset = offset.astype(np.float32)                                              # (C, P)
-    for s in range(0, len(a), chunk):
-        ia, ib = a[s:s + chunk], b[s:s + chunk]
-        best = None
-        for x, y in ((ia, ib), (ib, ia)):
-            cx, py = vectors.crop_rows(x), vectors.rows(y)                          # (m, C, D), (m, P, D)
-            d = np.abs(cx[:, :, None] - py[:, None]).sum(-1) + offset               # (m, C, P)
-            d = d.reshape(len(x), -1).min(1)
-            best = d if best is None else np.minimum(best, d)
-        out[s:s + chunk] = best
-    return out
+    return _crop_match(vectors, a, b, chunk, penalty)[0]
 
 
 def crop_best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
@@ -551,28 +563,7 @@ def crop_best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int =
     """:func:`best_poses` for the crop-window match of each pair (the comparison
     :func:`crop_min_distance` takes its minimum from): ``(pose, of_b)``. A window of x in pose q
     that matches pose s of y means pose ``q^-1 s`` of y matches x as it is (``of_b`` when x is a)."""
-    pose = np.zeros(len(a), np.int64)
-    of_b = np.ones(len(a), bool)
-    if not vectors.c or not len(a):
-        return pose, of_b
-    comp = pose_composition()
-    inverse = {p: int(np.flatnonzero(comp[p] == 0)[0]) for p in range(len(comp))}
-    q = len(vectors.crop_poses)
-    window_pose = np.array(vectors.crop_poses * (vectors.c // q))
-    stored = np.array(vectors.pose_ids)
-    offset = np.where(window_pose[:, None] == stored[None, :], 0.0, float(penalty)).astype(np.float32)
-    relation = np.array([[comp[inverse[int(wp)], int(sp)] for sp in stored] for wp in window_pose])   # (C, P)
-    for s in range(0, len(a), chunk):
-        ia, ib = a[s:s + chunk], b[s:s + chunk]
-        found = []
-        for x, y in ((ia, ib), (ib, ia)):
-            d = np.abs(vectors.crop_rows(x)[:, :, None] - vectors.rows(y)[:, None]).sum(-1) + offset
-            flat = d.reshape(len(x), -1)
-            k = flat.argmin(1)
-            found.append((flat[np.arange(len(x)), k], relation.reshape(-1)[k]))
-        use_a = found[0][0] <= found[1][0]
-        pose[s:s + chunk] = np.where(use_a, found[0][1], found[1][1])
-        of_b[s:s + chunk] = use_a
+    _, pose, of_b = _crop_match(vectors, a, b, chunk, penalty)
     return pose, of_b
 
 
@@ -776,8 +767,10 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
                 va = vectors.query_rows(members)              # stored poses, then crop windows
                 m, p, dim = va.shape
                 base = torch.from_numpy(va[:, :1] if vectors.all_poses else va[:, :vectors.p]).reshape(-1, dim)
-                q = torch.from_numpy(va).reshape(-1, dim)
-                d = torch.cdist(q, base, p=1 if metric == "l1" else 2).reshape(m, p, m, -1).amin(dim=(1, 3))
+                q = torch.from_numpy(va)
+                step = 64                                     # query items at a time: no (m, P + C, m, P) block
+                d = torch.cat([torch.cdist(q[r:r + step].reshape(-1, dim), base, p=1 if metric == "l1" else 2)
+                               .reshape(min(step, m - r), p, m, -1).amin(dim=(1, 3)) for r in range(0, m, step)])
                 d.fill_diagonal_(float("inf"))
                 kk = min(k, m - 1)
                 nn = d.topk(kk, dim=1, largest=False).indices.numpy()
