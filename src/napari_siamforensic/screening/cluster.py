@@ -112,8 +112,9 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                                  f"(source {entry[0]} is an array); use screen() for arrays")
         opts = {k: getattr(options, k) for k in ("split_panels", "pdf_pages", "pdf_dpi", "max_pages", "min_panel_side")}
         batches = [files[i:i + files_per_task] for i in range(0, len(files), files_per_task)]
+        # (Client.map has a batch_size of its own: ours goes in through partial)
         task = partial(embed_files, model_path=model_path, poses=poses, options=opts,
-                       batch_size=batch_size, device=device, pose_ids=pose_ids, crop_poses=crop_poses)     # (Client.map has its own batch_size)
+                       batch_size=batch_size, device=device, pose_ids=pose_ids, crop_poses=crop_poses)
         futures = client.map(task, batches, pure=False)
         done = 0
         for fut in futures:      # in order, so ids are those of the single-process screen
