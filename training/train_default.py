@@ -212,6 +212,11 @@ def main():
     ap.add_argument("--without-stretch-erase", action="store_true",
                     help="switch off the stretch and erase families (default-on since 2026-11-26): the "
                          "deformations of phases 1-2 and ft4-ft8, to reproduce them")
+    ap.add_argument("--p-crop", type=float, default=None,
+                    help="probability of the crop family (DeformConfig.p_crop, default 0.3): copies cut from a "
+                         "larger panel are what the screen misses most")
+    ap.add_argument("--crop-fraction", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                    help="side of the kept part, relative to the output (DeformConfig.crop_fraction, default 0.6 1.0)")
     ap.add_argument("--group-negatives", type=float, default=0.3,
                     help="fraction of negatives drawn from another image of the same kind (TrainConfig.group_negative_fraction)")
     ap.add_argument("--hard-negatives", type=float, default=0.5,
@@ -267,6 +272,10 @@ def main():
         deform = deform.replace(p_stretch=0.0, p_erase=0.0)
     if args.geometry == "mild":
         deform = deform.replace(rotation_deg=(-15.0, 15.0), scale=(0.6, 1.7), perspective_px=8.0, p_perspective=0.3)
+    if args.p_crop is not None:
+        deform = deform.replace(p_crop=args.p_crop)
+    if args.crop_fraction is not None:
+        deform = deform.replace(crop_fraction=tuple(args.crop_fraction))
     config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
                             eval_every=250, checkpoint_every=100, validation_triplets=512,
                             checkpoint_dir=str(out), group_negative_fraction=args.group_negatives,
