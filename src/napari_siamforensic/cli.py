@@ -798,7 +798,7 @@ def _cmd_screen(args) -> int:
         names = dict(zip(sources, _short_names(sources)))
         rows = items.set_index("id", drop=False)
         shown = pairs.head(args.top)
-        print(f"best {len(shown)} pairs (smallest of f and crop f first):")
+        print(f"best {len(shown)} pairs (keypoint-verified first, then by the smaller of f and crop f):")
         for _, pr in shown.iterrows():
             la = _item_label(rows.loc[int(pr["a"])].to_dict(), names)
             lb = _item_label(rows.loc[int(pr["b"])].to_dict(), names)

@@ -53,8 +53,12 @@ def test_planted_mirror_copy_is_the_best_pair(folder_reports):
     assert best["transform"].startswith("mirrored") and "rotated" not in best["transform"]
     # the copy is the whole of the original: the matched regions are (nearly) the frames
     assert best["box_a"][2] - best["box_a"][0] > 180 and best["box_b"][3] - best["box_b"][1] > 180
-    # best evidence first: the smaller of the whole-image and the crop-window distance
-    assert np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).is_monotonic_increasing
+    # best evidence first: keypoint-verified pairs, then the rest, each by the smaller of the
+    # whole-image and the crop-window distance
+    verified = (res.pairs["method"] == "orb-ransac").to_numpy()
+    assert not (np.diff(verified.astype(int)) > 0).any()                 # no verified pair after an unverified one
+    ev = np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).to_numpy()
+    assert (np.diff(ev[verified]) >= 0).all() and (np.diff(ev[~verified]) >= 0).all()
     assert res.pairs["crop_distance"].notna().all() and res.info["crop_rows"] == 36
     np.testing.assert_allclose(res.pairs["probability"], 1 / (1 + np.exp(-(1 - res.pairs["distance"]))))
     assert len(res.skipped) == 1 and res.skipped.iloc[0]["source"].endswith("broken.png")
@@ -351,3 +355,32 @@ def test_a_store_built_without_crop_windows_is_refused_with_the_fix(folder, mode
     assert again.info["restored"] == 5
     with pytest.raises(TypeError, match="crops"):
         screen([str(folder)], model, crops="yes")
+
+
+def test_keypoint_verified_pairs_come_first(folder, model, monkeypatch):
+    """A pair whose keypoints RANSAC verified outranks every unverified one; each group keeps
+    the order of the distances."""
+    import dataclasses
+
+    import napari_siamforensic.screening as screening_module
+    from napari_siamforensic.screening.localize import pose_match
+
+    plain = screen([str(folder)], model, candidates=4, localize=0, poses="none")
+    evidence = np.fmin(plain.pairs["distance"], plain.pairs["crop_distance"]).to_numpy()
+    target = (int(plain.pairs["a"].iloc[6]), int(plain.pairs["b"].iloc[6]))      # 7th of 10 by distance
+    names = {i: os.path.basename(s) for i, s in zip(plain.items["id"], plain.items["source"])}
+
+    class FakeLocalizer:
+        def __call__(self, img_a, img_b, *, key_a, key_b, pose_hint, pose_of_b):
+            m = pose_match(img_a.shape, img_b.shape, pose_hint, pose_of_b)
+            if (key_a, key_b) == target:
+                return dataclasses.replace(m, method="orb-ransac", inliers=40)
+            return m
+
+    monkeypatch.setattr(screening_module, "Localizer", FakeLocalizer)
+    res = screen([str(folder)], model, candidates=4, localize=10, poses="none")
+    assert {names[int(res.pairs["a"].iloc[0])], names[int(res.pairs["b"].iloc[0])]} == {names[t] for t in target}
+    assert res.pairs["method"].iloc[0] == "orb-ransac" and res.pairs["inliers"].iloc[0] == 40
+    assert (res.pairs["method"].iloc[1:] == "pose").all()
+    rest = np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).to_numpy()[1:]
+    np.testing.assert_allclose(rest, np.delete(evidence, 6), rtol=1e-6)            # the others in order

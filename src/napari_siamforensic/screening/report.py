@@ -2,8 +2,9 @@
 
 ``ScreenResult.items``   id, source, page, panel (x0, y0, x1, y1) or None, object, kind, document
 ``ScreenResult.pairs``   a, b (item ids), distance, crop_distance, probability, transform,
-                         box_a, box_b, inliers, method; best evidence (the smaller of distance
-                         and crop_distance) first; crop_distance is NaN without crop windows
+                         box_a, box_b, inliers, method; best evidence first: pairs verified
+                         by keypoints (method "orb-ransac"), then the rest, each by the smaller
+                         of distance and crop_distance; crop_distance is NaN without crop windows
 ``ScreenResult.skipped`` source, page, reason
 
 The HTML page is one self-contained file (thumbnails as base64 PNG with the matched regions
