@@ -175,8 +175,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         height, in the poses :func:`~napari_siamforensic.screening.index.crop_query_poses`
         names: the four turns with the default basis), so that a copy cut from a larger panel
         finds it. The windows are queries only (the index still holds whole images); pairs get a
-        ``crop_distance`` (f between a window of one and the other) and are ordered by the
-        smaller of the two distances. Costs 36 more forward passes per item with the default
+        ``crop_distance`` (f between a window of one and the other) and are ordered (after the
+        keypoint-verified pairs) by the smaller of the two distances. Costs 36 more forward passes per item with the default
         basis: on 2 CPU cores the screen of 10,000 generated panels took 1,077 s instead of
         ~190 s, and recall@10 of the planted copies rose from 0.494 to 0.772 (recall@1 0.342 ->
         0.584; ``benchmarks/screen.py``). ``False`` for the fastest screen of very large corpora.
