@@ -27,7 +27,7 @@ import pandas as pd
 from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
 from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, EmbeddingStore, Vectors, best_poses,
-                    crop_best_poses, crop_min_distance, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
+                    crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
@@ -288,30 +288,26 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             a, b, d = stop.value
             break
         yield ScreenProgress("search", done, total, time.perf_counter() - t0, f"{done} of {total} items searched")
-    # a copy cut from a larger panel: f between a crop window of one and the other; the table is
-    # ordered (and thresholded) by the smaller of the two distances
-    dc = crop_min_distance(vectors, a, b, penalty=model.pose_penalty)
-    if vectors.c and len(a):
-        evidence = np.fmin(d, dc)
-        order = np.lexsort((b, a, evidence))
-        a, b, d, dc = a[order], b[order], d[order], dc[order]
-    evidence = np.fmin(d, dc)
+    # a copy cut from a larger panel: f between a crop window of one and the other, and the pose
+    # of that window's match (one pass for both); the table is ordered (and thresholded) by the
+    # smaller of the two distances
+    dc, crop_pose, crop_of_b = crop_match(vectors, a, b, penalty=model.pose_penalty)
+    keep = np.lexsort((b, a, np.fmin(d, dc)))
     if threshold is not None:
-        keep = evidence <= threshold
-        a, b, d, dc = a[keep], b[keep], d[keep], dc[keep]
+        keep = keep[np.fmin(d, dc)[keep] <= threshold]
     # a rendered PDF page contains its own embedded images: such a pair is not evidence
-    keep = np.array([not contains_the_other(refs[i], refs[j]) for i, j in zip(a.tolist(), b.tolist())], bool)
-    n_contained = int((~keep).sum()) if len(keep) else 0
-    if n_contained:
-        a, b, d, dc = a[keep], b[keep], d[keep], dc[keep]
+    contained = np.array([contains_the_other(refs[i], refs[j]) for i, j in zip(a[keep].tolist(), b[keep].tolist())],
+                         bool)
+    n_contained = int(contained.sum())
+    keep = keep[~contained] if n_contained else keep
+    a, b, d, dc, crop_pose, crop_of_b = (x[keep] for x in (a, b, d, dc, crop_pose, crop_of_b))
     t_search = time.perf_counter() - t0 - t_embed
 
-    # transforms of the best pose for every pair; keypoint localisation for the best ones
+    # transforms of the best pose for every pair (the crop window's where it matched better);
+    # keypoint localisation for the best ones
     pose, of_b = best_poses(vectors, a, b, penalty=model.pose_penalty)
     by_crop = dc < d                         # NaN (no crop windows) compares False
-    if by_crop.any():                        # the pose of the crop window that matched
-        cp, cb = crop_best_poses(vectors, a[by_crop], b[by_crop], penalty=model.pose_penalty)
-        pose[by_crop], of_b[by_crop] = cp, cb
+    pose[by_crop], of_b[by_crop] = crop_pose[by_crop], crop_of_b[by_crop]
     words = {}
     transform = []
     for p, ob in zip(pose.tolist(), of_b.tolist()):

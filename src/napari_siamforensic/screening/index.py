@@ -124,6 +124,13 @@ def pose_composition() -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def pose_inverse() -> tuple[int, ...]:
+    """``inv[p]``: the pose that undoes pose ``p`` (``C[inv[p], p] == 0``)."""
+    comp = pose_composition()
+    return tuple(int(np.flatnonzero(comp[:, p] == 0)[0]) for p in range(len(comp)))
+
+
 @dataclass(frozen=True)
 class PosePairs:
     """The pose pairs a pair of items is compared in: stored pose ``i`` of a against stored
@@ -158,7 +165,7 @@ def pose_pairs(pose_ids: tuple[int, ...], penalty: float = 0.0) -> PosePairs:
         rows += [(0, j, ids[j], True) for j in range(len(ids))]
         rows += [(i, 0, ids[i], False) for i in range(1, len(ids))]
     else:
-        inverse = {p: int(np.flatnonzero(comp[p] == 0)[0]) for p in range(len(comp))}
+        inverse = pose_inverse()
         every = []
         for i, s in enumerate(ids):
             for j, t in enumerate(ids):
@@ -518,14 +525,16 @@ def pose_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     return out
 
 
-def _crop_match(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int, penalty: float):
-    """``(distance, pose, of_b)`` of the best crop-window comparison of each pair, both ways."""
+def crop_match(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
+               penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(distance, pose, of_b)`` of the best crop-window comparison of each pair, both ways:
+    :func:`crop_min_distance` and :func:`crop_best_poses` in one pass."""
     m = len(a)
     dist, pose, of_b = np.full(m, np.nan, np.float32), np.zeros(m, np.int64), np.ones(m, bool)
     if not vectors.c or not m:
         return dist, pose, of_b
     comp = pose_composition()
-    inverse = {p: int(np.flatnonzero(comp[p] == 0)[0]) for p in range(len(comp))}
+    inverse = pose_inverse()
     window_pose = np.array(vectors.crop_poses * (vectors.c // len(vectors.crop_poses)))   # (C,)
     stored = np.array(vectors.pose_ids)
     offset = np.where(window_pose[:, None] == stored[None, :], 0.0, float(penalty)).astype(np.float32)  # (C, P)
@@ -555,7 +564,7 @@ def crop_min_distance(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int
     It is lower than the whole-image distance for a copy cut from a larger panel, and also for
     unrelated pairs (more comparisons): it finds candidates and orders the table, while the
     calibrated ``probability`` stays that of the whole-image distance."""
-    return _crop_match(vectors, a, b, chunk, penalty)[0]
+    return crop_match(vectors, a, b, chunk, penalty)[0]
 
 
 def crop_best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 256,
@@ -563,7 +572,7 @@ def crop_best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int =
     """:func:`best_poses` for the crop-window match of each pair (the comparison
     :func:`crop_min_distance` takes its minimum from): ``(pose, of_b)``. A window of x in pose q
     that matches pose s of y means pose ``q^-1 s`` of y matches x as it is (``of_b`` when x is a)."""
-    _, pose, of_b = _crop_match(vectors, a, b, chunk, penalty)
+    _, pose, of_b = crop_match(vectors, a, b, chunk, penalty)
     return pose, of_b
 
 
@@ -841,5 +850,5 @@ def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048
 __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_min_distance", "fit_whitening", "Whitening",
            "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
            "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
-           "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_min_distance", "crop_best_poses", "crop_query_poses", "crop_rows",
+           "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_match", "crop_min_distance", "crop_best_poses", "pose_inverse", "crop_query_poses", "crop_rows",
            "CROP_SIDE", "CROP_GRID"]
