@@ -283,10 +283,10 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
 
     with PeakRSS() as mem:
         t = time.perf_counter()
-        res = screen([str(folder)], model, candidates=max(args.k), poses=args.poses, localize=0,
-                     store=store, batch_size=args.batch_size, threads=args.threads,
+        res = screen([str(folder)], model, candidates=max(max(args.k), args.search_k), poses=args.poses,
+                     localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
-                     crops=not args.no_crops)
+                     crops=not args.no_crops, verify=not args.no_verify)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
@@ -297,10 +297,13 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
+    rows["pixel check s"] = res.info.get("seconds_verify", 0.0)
+    rows["candidate pairs"] = len(res.pairs)
     rows["items/s"] = len(res.items) / wall
     rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
     src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
+    _screen_order_rows(rows, res, truth, planted, src, args)
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -415,6 +418,49 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     return rows
 
 
+def _screen_order_rows(rows, res, truth, planted, src, args):
+    """Recall at 1 / k candidates per item in the screen's own table order (pixel-verified pairs
+    first, by match; then by distance), R-precision of that order, and the pixel check's figures."""
+    from napari_siamforensic.screening.localize import box_iou
+    from napari_siamforensic.screening.verify import MATCH_THRESHOLD
+
+    pa, pb = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
+    key = [(min(x, y), max(x, y)) for x, y in zip(pa.tolist(), pb.tolist())]
+    searched = max(max(args.k), args.search_k)
+    ranks: dict[int, list] = {}
+    for pair in key:                       # table order: each item's candidates, best evidence first
+        for i in pair:
+            ranks.setdefault(i, []).append(pair)
+    for k in args.k:
+        got = {p for lst in ranks.values() for p in lst[:k]}
+        rows[f"recall@{k} (screen's order, {searched} searched per item)"] = len(truth & got) / len(truth)
+    rows["R-precision (screen's order)"] = len(truth & set(key[:len(truth)])) / len(truth)
+    match = res.pairs["match"].to_numpy(float)
+    if np.isfinite(match).any():
+        planted_rows = np.array([p in truth for p in key], bool)
+        rows["planted among the candidate pairs"] = int(planted_rows.sum())
+        if planted_rows.any():
+            rows["match of planted pairs: min / median"] = (f"{match[planted_rows].min():.3f} / "
+                                                            f"{np.median(match[planted_rows]):.3f}")
+            rows[f"planted pairs with match >= {MATCH_THRESHOLD:g}"] = float(np.mean(match[planted_rows] >= MATCH_THRESHOLD))
+        if (~planted_rows).any():
+            other = match[~planted_rows]
+            rows["match of unrelated candidate pairs: max / 99.9th percentile"] = (
+                f"{other.max():.3f} / {np.percentile(other, 99.9):.3f}")
+            rows[f"unrelated candidate pairs with match >= {MATCH_THRESHOLD:g}"] = int((other >= MATCH_THRESHOLD).sum())
+        # the pixel check's box in the original against the planted region
+        index = {p: r for r, p in enumerate(key)}
+        ious = []
+        for o, c, box, _ in planted:
+            r = index.get((min(src[o], src[c]), max(src[o], src[c])))
+            if r is None or not match[r] >= MATCH_THRESHOLD:
+                continue
+            got_box = res.pairs["box_a"].iloc[r] if pa[r] == src[o] else res.pairs["box_b"].iloc[r]
+            ious.append(box_iou(tuple(got_box), box) if got_box is not None else 0.0)
+        if ious:
+            rows["IoU mean / min (pixel check, verified planted pairs)"] = f"{np.mean(ious):.3f} / {np.min(ious):.3f}"
+
+
 PANEL_KINDS = ("blobs", "cells", "fibres", "texture")
 
 
@@ -472,6 +518,10 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--localize", type=int, default=100, help="planted pairs to localise per corpus")
+    p.add_argument("--search-k", type=int, default=0,
+                   help="neighbours the screen searches per item (default: the largest --k); the recall in "
+                        "the screen's order counts each item's best k of them")
+    p.add_argument("--no-verify", action="store_true", help="screen without the pixel check")
     p.add_argument("--no-exhaustive", dest="exhaustive", action="store_false")
     p.add_argument("--no-panels", dest="panels", action="store_false")
     p.add_argument("--workdir", default=None, help="folder for the generated corpora (created)")

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from napari_siamforensic.screening.verify import MATCH_THRESHOLD
+
 pytest.importorskip("napari")
 
 from napari.layers import Image, Shapes  # noqa: E402
@@ -67,8 +69,9 @@ def test_matrix_pairs_and_side_by_side(dup_viewer, tiny_model, wait_idle, tmp_pa
     row = w.result.pairs.iloc[r]
     shapes = [lay for lay in pair if isinstance(lay, Shapes)]
     assert {a, b} == {0, 3}     # the planted mirrored + rotated copy ranks first (poses make it exact)
-    assert "mirrored" in t.item(0, 5).text()
+    assert "mirrored" in t.item(0, 6).text()
     assert t.horizontalHeaderItem(3).text() == "crop f" and t.item(0, 3).text() == "-"   # layers: no crop windows
+    assert t.horizontalHeaderItem(4).text() == "match" and float(t.item(0, 4).text()) >= MATCH_THRESHOLD
     if isinstance(row["box_a"], (tuple, list)):     # localised: its boxes are drawn
         x0, y0, x1, y1 = row["box_a"]
         assert shapes and shapes[0].data[0].min(axis=0).tolist() == [y0, x0]

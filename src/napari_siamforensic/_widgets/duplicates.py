@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.scoring import POSES
+from ..screening.verify import MATCH_THRESHOLD
 from ._jobs import JobRunner, stop_on_destroy
 from ._layers import LayerChecklist, layer_planes
 from ._models import ModelBox, registry
@@ -150,8 +151,8 @@ class DuplicatesWidget(QWidget):
         self.heatmap.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.heatmap.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.heatmap.cellClicked.connect(self._heatmap_clicked)
-        self.pairs = QTableWidget(0, 6)
-        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance f", "crop f", "probability", "transform"])
+        self.pairs = QTableWidget(0, 7)
+        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance f", "crop f", "match", "probability", "transform"])
         self.pairs.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.pairs.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.pairs.setSortingEnabled(True)
@@ -311,10 +312,12 @@ class DuplicatesWidget(QWidget):
             t.setItem(r, 2, _NumberItem(float(row.distance), f"{row.distance:.3f}"))
             crop = float(row.crop_distance)
             t.setItem(r, 3, _NumberItem(crop, f"{crop:.3f}") if crop == crop else _NumberItem(float("inf"), "-"))
-            t.setItem(r, 4, _NumberItem(float(row.probability), f"{row.probability:.3f}"))
-            t.setItem(r, 5, QTableWidgetItem(str(row.transform)))
-            if row.distance <= 1.0:
-                for c in range(6):
+            match = float(row.match)
+            t.setItem(r, 4, _NumberItem(match, f"{match:.2f}") if match == match else _NumberItem(float("-inf"), "-"))
+            t.setItem(r, 5, _NumberItem(float(row.probability), f"{row.probability:.3f}"))
+            t.setItem(r, 6, QTableWidgetItem(str(row.transform)))
+            if row.distance <= 1.0 or match >= MATCH_THRESHOLD:
+                for c in range(7):
                     t.item(r, c).setBackground(QBrush(QColor(120, 30, 40)))
         t.setSortingEnabled(True)
         t.resizeColumnsToContents()

@@ -30,6 +30,7 @@ from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, E
                     crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
+from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
                       load_item_image)
@@ -37,14 +38,15 @@ from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_
 __all__ = ["screen", "iter_screen", "ScreenProgress", "ScreenResult", "SourceOptions", "localize",
            "Match", "resolve_model"]
 
-STAGES = ("embed", "search", "localize", "done")
+STAGES = ("embed", "search", "verify", "localize", "done")
 
 
 @dataclass(frozen=True)
 class ScreenProgress:
     """One step of a screen. ``stage``: ``"embed"`` (``done`` items embedded; ``total`` -1:
-    unknown while sources stream), ``"search"`` (items searched of ``total``),
-    ``"localize"`` (pairs localised of ``total``), ``"done"`` (``result`` set)."""
+    unknown while sources stream), ``"search"`` (items searched of ``total``), ``"verify"``
+    (candidate pairs pixel-checked of ``total``), ``"localize"`` (pairs localised of
+    ``total``), ``"done"`` (``result`` set)."""
 
     stage: str
     done: int
@@ -120,7 +122,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 backend: str = "auto", options: SourceOptions | None = None,
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
-                crops: bool = True) -> Iterator[ScreenProgress]:
+                crops: bool = True, verify: bool = True) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -189,12 +191,27 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         faster on a 2-core CPU after ~30 s of compiling; worth it from a few thousand items).
         The model passed in is not changed. Falls back to eager, with a warning, when
         compiling fails.
+    verify : bool
+        Check every candidate pair's pixels (:mod:`~napari_siamforensic.screening.verify`):
+        the normalised cross-correlation of band-passed 64 px thumbnails, over the 8 flips and
+        quarter turns, both directions and the relative sizes 1 to 1/2, gives each pair a
+        ``match`` (0-1) and its region and transform. Pairs from ``MATCH_THRESHOLD`` (0.6) on
+        are verified: they lead the table, best match first, with ``method == "pixels"``
+        (``"orb-ransac"`` where keypoints then confirm them). The embedding ranks different
+        panels of one kind close to real copies; the pixels tell them apart (among 1,000
+        generated panels, planted copies matched 0.85-0.97 and the 24,655 unrelated candidate
+        pairs at most 0.53; docs/screening.md, *Eighth session*). Costs about 1.5-2 ms per
+        candidate pair on 2 CPU cores, and reads each item's image once more. With
+        ``threshold``, a verified pair is kept whatever its distance. ``False``: no check,
+        ``match`` is NaN.
     """
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
     if not isinstance(whiten, bool):
         raise TypeError(f"`whiten` must be True or False, got {whiten!r}")
     if not isinstance(crops, bool):
         raise TypeError(f"`crops` must be True or False, got {crops!r}")
+    if not isinstance(verify, bool):
+        raise TypeError(f"`verify` must be True or False, got {verify!r}")
     options = options or SourceOptions()
     t0 = time.perf_counter()
     if not isinstance(compile, bool):
@@ -265,8 +282,16 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     yield from _search_and_report(model, refs, chunks, skipped_records + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses), arrays, options, t0, t_embed,
+        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify), arrays, options,
+        t0, t_embed,
         n_restored)
+
+
+def _load_or_none(ref, arrays, options):
+    try:
+        return load_item_image(ref, arrays, pdf_dpi=options.pdf_dpi)
+    except ValueError:
+        return None
 
 
 def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options, t0, t_embed, n_restored):
@@ -292,19 +317,42 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     # of that window's match (one pass for both); the table is ordered (and thresholded) by the
     # smaller of the two distances
     dc, crop_pose, crop_of_b = crop_match(vectors, a, b, penalty=model.pose_penalty)
-    keep = np.lexsort((b, a, np.fmin(d, dc)))
+    t_search = time.perf_counter() - t0 - t_embed
+
+    # the pixel check of every candidate pair (before the threshold: a pair the check verifies
+    # is evidence whatever its distance)
+    match = np.full(len(a), np.nan, np.float32)
+    pix = None
+    if params.get("verify") and len(a):
+        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options))
+        pix = PixelMatch(np.zeros(len(a), np.float32), [None] * len(a), [None] * len(a), np.zeros(len(a), np.int64),
+                         np.ones(len(a), bool), np.ones(len(a)), np.ones(len(a)))
+        step = 4096
+        for s0 in range(0, len(a), step):
+            part = checker(a[s0:s0 + step], b[s0:s0 + step])
+            sl = slice(s0, s0 + len(part.score))
+            pix.score[sl], pix.pose[sl], pix.of_b[sl], pix.scale[sl] = part.score, part.pose, part.of_b, part.scale
+            pix.box_a[sl], pix.box_b[sl] = part.box_a, part.box_b
+            yield ScreenProgress("verify", sl.stop, len(a), time.perf_counter() - t0,
+                                 f"{sl.stop} of {len(a)} pairs checked")
+        match = pix.score.copy()
+        del checker
+    t_verify = time.perf_counter() - t0 - t_embed - t_search
+    matched = match >= MATCH_THRESHOLD                 # NaN compares False
+    # evidence order: pixel-verified pairs by match, then the rest by the smaller distance
+    keep = np.lexsort((b, a, np.fmin(d, dc), np.where(matched, -match, 0.0), ~matched))
     if threshold is not None:
-        keep = keep[np.fmin(d, dc)[keep] <= threshold]
+        keep = keep[(np.fmin(d, dc)[keep] <= threshold) | matched[keep]]
     # a rendered PDF page contains its own embedded images: such a pair is not evidence
     contained = np.array([contains_the_other(refs[i], refs[j]) for i, j in zip(a[keep].tolist(), b[keep].tolist())],
                          bool)
     n_contained = int(contained.sum())
     keep = keep[~contained] if n_contained else keep
-    a, b, d, dc, crop_pose, crop_of_b = (x[keep] for x in (a, b, d, dc, crop_pose, crop_of_b))
-    t_search = time.perf_counter() - t0 - t_embed
+    a, b, d, dc, crop_pose, crop_of_b, match, matched = (x[keep] for x in (a, b, d, dc, crop_pose, crop_of_b, match,
+                                                                          matched))
 
-    # transforms of the best pose for every pair (the crop window's where it matched better);
-    # keypoint localisation for the best ones
+    # transforms of the best pose for every pair (the crop window's where it matched better, the
+    # pixel check's where it verified the pair); keypoint localisation for the best ones
     pose, of_b = best_poses(vectors, a, b, penalty=model.pose_penalty)
     by_crop = dc < d                         # NaN (no crop windows) compares False
     pose[by_crop], of_b[by_crop] = crop_pose[by_crop], crop_of_b[by_crop]
@@ -319,6 +367,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     box_b: list = [None] * len(a)
     inliers = np.zeros(len(a), np.int64)
     method = ["pose"] * len(a)
+    for r in np.flatnonzero(matched):
+        k = int(keep[r])
+        pose[r], of_b[r] = pix.pose[k], pix.of_b[k]
+        transform[r] = pix.transform(k)
+        box_a[r], box_b[r], method[r] = pix.box_a[k], pix.box_b[k], "pixels"
     thumbs: dict[int, tuple[np.ndarray, float]] = {}
     n_loc = min(localize, len(a))
     cache: dict[int, np.ndarray | None] = {}
@@ -326,10 +379,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
 
     def image_of(i: int):
         if i not in cache:
-            try:
-                cache[i] = load_item_image(refs[i], arrays, pdf_dpi=options.pdf_dpi)
-            except ValueError:
-                cache[i] = None
+            cache[i] = _load_or_none(refs[i], arrays, options)
         return cache[i]
 
     for r in range(n_loc):
@@ -339,8 +389,9 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             method[r] = "unreadable"
         else:
             m = localizer(img_a, img_b, key_a=ia, key_b=ib, pose_hint=int(pose[r]), pose_of_b=bool(of_b[r]))
-            box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
-            inliers[r], method[r] = m.inliers, m.method
+            if m.method == "orb-ransac" or method[r] != "pixels":     # keypoints, or nothing better
+                box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
+                inliers[r], method[r] = m.inliers, m.method
             for i, img in ((ia, img_a), (ib, img_b)):
                 if i not in thumbs:
                     thumbs[i] = thumbnail(img)
@@ -348,19 +399,19 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             yield ScreenProgress("localize", r + 1, n_loc, time.perf_counter() - t0, f"{r + 1} of {n_loc} pairs localised")
         if len(cache) > 256:
             cache.clear()
-    t_localize = time.perf_counter() - t0 - t_embed - t_search
-    # a pair whose keypoints RANSAC verified (a similarity transform with enough inliers) is the
-    # strongest evidence there is: verified pairs come first, each group in distance order (on
-    # generated panels 0 of 200 unrelated pairs were verified and 15 of 15 planted copies)
-    verified = np.array([m == "orb-ransac" for m in method], bool)
+    t_localize = time.perf_counter() - t0 - t_embed - t_search - t_verify
+    # verified pairs are the strongest evidence there is: by pixels (in match order, already
+    # first) or by keypoints (a similarity transform with enough RANSAC inliers; on generated
+    # panels 0 of 200 unrelated pairs were verified and 15 of 15 planted copies), then the rest
+    verified = np.array([m in ("orb-ransac", "pixels") for m in method], bool) | matched
     if verified.any():
         order = np.argsort(~verified, kind="stable")
-        a, b, d, dc, inliers = a[order], b[order], d[order], dc[order], inliers[order]
+        a, b, d, dc, inliers, match = a[order], b[order], d[order], dc[order], inliers[order], match[order]
         transform, box_a, box_b, method = ([seq[i] for i in order] for seq in (transform, box_a, box_b, method))
 
     pairs = pd.DataFrame({
         "a": a.astype(np.int64), "b": b.astype(np.int64), "distance": d.astype(np.float64),
-        "crop_distance": dc.astype(np.float64),
+        "crop_distance": dc.astype(np.float64), "match": match.astype(np.float64),
         "probability": model.probability_from_distance(d).astype(np.float64),
         "transform": pd.Series(transform, dtype=object),
         "box_a": pd.Series(box_a, dtype=object), "box_b": pd.Series(box_b, dtype=object),
@@ -375,7 +426,8 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c,
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
-            "seconds_search": round(t_search, 2), "seconds_localize": round(t_localize, 2),
+            "seconds_search": round(t_search, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),
+            "verified_by_pixels": int(np.sum(matched)), "match_threshold": MATCH_THRESHOLD if params.get("verify") else None,
             "store": str(store) if store is not None else None}
     result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_all), info, thumbs)
     yield ScreenProgress("done", len(refs), len(refs), time.perf_counter() - t0,

@@ -66,7 +66,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            store=None, localize: int = 50, metric: str = "l1", backend: str = "auto",
                            options: SourceOptions | None = None, threads: int | None = None,
                            pose_embedding: str = "basis", index: str = "auto",
-                           whiten: bool = True, crops: bool = True) -> Iterator[ScreenProgress]:
+                           whiten: bool = True, crops: bool = True,
+                           verify: bool = True) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -135,7 +136,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     yield from _search_and_report(model, refs, chunks, skipped + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses), {}, options, t0, t_embed,
+        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify), {}, options, t0, t_embed,
         n_restored)
 
 

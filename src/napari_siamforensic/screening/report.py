@@ -1,10 +1,12 @@
 """The result of a screen: tables, and a report a person reads (HTML), plus CSV / JSON.
 
 ``ScreenResult.items``   id, source, page, panel (x0, y0, x1, y1) or None, object, kind, document
-``ScreenResult.pairs``   a, b (item ids), distance, crop_distance, probability, transform,
+``ScreenResult.pairs``   a, b (item ids), distance, crop_distance, match, probability, transform,
                          box_a, box_b, inliers, method; best evidence first: pairs verified
-                         by keypoints (method "orb-ransac"), then the rest, each by the smaller
-                         of distance and crop_distance; crop_distance is NaN without crop windows
+                         by their pixels (match >= 0.6, best match first) or by keypoints
+                         (method "orb-ransac"), then the rest by the smaller of distance and
+                         crop_distance; crop_distance is NaN without crop windows, match
+                         without the pixel check
 ``ScreenResult.skipped`` source, page, reason
 
 The HTML page is one self-contained file (thumbnails as base64 PNG with the matched regions
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 ITEM_COLUMNS = ["id", "source", "page", "panel", "object", "kind", "document"]
-PAIR_COLUMNS = ["a", "b", "distance", "crop_distance", "probability", "transform", "box_a", "box_b", "inliers", "method"]
+PAIR_COLUMNS = ["a", "b", "distance", "crop_distance", "match", "probability", "transform", "box_a", "box_b", "inliers", "method"]
 SKIPPED_COLUMNS = ["source", "page", "reason"]
 THUMB_SIDE = 220
 BOX_COLOURS = ("#e8112d", "#1f77ff")
@@ -158,6 +160,8 @@ class ScreenResult:
             verdict = "duplicate" if pair["distance"] <= 1.0 else "different"
             crop_f = pair.get("crop_distance", np.nan)
             crop_txt = "" if crop_f is None or not np.isfinite(crop_f) else f" &middot; crop f = {crop_f:.3f}"
+            match = pair.get("match", np.nan)
+            crop_txt += "" if match is None or not np.isfinite(match) else f" &middot; match = {match:.2f}"
             rows.append(
                 f'<section class="pair {verdict}" data-a="{int(pair["a"])}" data-b="{int(pair["b"])}">'
                 f'<h2>{rank}. f = {pair["distance"]:.3f}{crop_txt} &middot; p(same) = {pair["probability"]:.3f} '

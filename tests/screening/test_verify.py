@@ -1,0 +1,156 @@
+"""The pixel check of candidate pairs (screening.verify) and its place in the screen."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+
+from napari_siamforensic.screening import screen
+from napari_siamforensic.screening.localize import box_iou, describe, pose_match
+from napari_siamforensic.screening.verify import (MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed,
+                                                  _templates, check_thumbnail)
+
+
+def texture(seed: int, shape=(180, 220), smooth: float = 2.5) -> np.ndarray:
+    """Smooth random texture in [0, 1]: different seeds are different images of one kind (the
+    case where the embedding finds look-alikes and the pixels must tell them apart)."""
+    rng = np.random.default_rng(seed)
+    t = ndi.gaussian_filter(rng.standard_normal(shape), smooth)
+    return ((t - t.min()) / (t.max() - t.min())).astype(np.float32)
+
+
+def jpeg(img: np.ndarray, quality: int = 60) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32) / 255
+
+
+def resize(img: np.ndarray, s: float) -> np.ndarray:
+    h, w = img.shape
+    return np.asarray(Image.fromarray(img).resize((round(w * s), round(h * s)), Image.Resampling.BILINEAR), np.float32)
+
+
+def checker_of(images):
+    return PixelChecker(lambda i: images[i])
+
+
+def test_check_thumbnail_has_the_side_and_refuses_colour():
+    t = check_thumbnail(texture(0, (100, 300)))
+    assert t.shape == (21, 64) and t.dtype == np.float32
+    assert abs(float(t.mean())) < 0.05                      # band-passed: no offset left
+    assert check_thumbnail(texture(0, (20, 30))).shape == (43, 64)      # small images are enlarged
+    with pytest.raises(ValueError, match="2D gray"):
+        check_thumbnail(np.zeros((50, 50, 3)))
+
+
+def test_the_fft_correlation_equals_a_direct_one():
+    """Every offset's |NCC| (template zero-mean, window's own mean and variance) as a direct loop
+    computes it; the maximum and its place are what _correlate returns."""
+    rng = np.random.default_rng(3)
+    S = 32
+    img = ndi.gaussian_filter(rng.standard_normal((27, 31)), 1.0).astype(np.float32)
+    tmp = img[5:22, 9:25] + 0.3 * rng.standard_normal((17, 16)).astype(np.float32)
+    frames, shapes = _posed(img, [0, 5], S)
+    tmps, sizes = _templates(tmp, (1.0,), S)
+    val, pj, cj, oy, ox, sign = _correlate(frames[None], shapes[None], tmps[None], sizes[None])
+    best = (0.0, None)
+    for p in (0, 5):
+        im = _dihedral(img, p)
+        t = tmp - tmp.mean()
+        for y in range(im.shape[0] - 17 + 1):
+            for x in range(im.shape[1] - 16 + 1):
+                w = im[y:y + 17, x:x + 16]
+                w = w - w.mean()
+                r = abs(float((w * t).sum() / np.sqrt((w * w).sum() * (t * t).sum())))
+                if r > best[0]:
+                    best = (r, (p, y, x))
+    assert val[0] == pytest.approx(best[0], abs=1e-4)
+    assert ([0, 5][pj[0]], oy[0], ox[0]) == best[1] == (0, 5, 9)
+    assert sign[0] > 0
+
+
+@pytest.mark.parametrize("pose", range(8))
+def test_a_cropped_posed_rescaled_jpeg_copy_matches_with_its_transform_and_region(pose):
+    src = texture(1)
+    box = (30, 20, 190, 150)                                   # x0, y0, x1, y1: 73 % x 72 % of the panel
+    crop = src[box[1]:box[3], box[0]:box[2]]
+    copy = jpeg(resize(np.ascontiguousarray(_dihedral(crop, pose)), 0.8) ** 1.3)
+    chk = checker_of({0: src, 1: copy})
+    res = chk(np.array([0]), np.array([1]))
+    assert res.score[0] >= 0.8
+    # the reported relation is the one that made the copy: that pose of a (then a scale of 0.8)
+    m = pose_match((1, 1), (1, 1), pose, False)
+    want = [w for w in describe(m.mirrored, m.rotation_deg, 1.0, False).split(", ") if w != "identity"]
+    got = res.transform(0).split(", ")
+    assert [w for w in got if not w.startswith("scale")] == want and got[-1].startswith("scale 0.")
+    assert res.scale[0] == pytest.approx(0.8, rel=0.05)
+    assert box_iou(res.box_a[0], box) >= 0.85                  # the region in the panel
+    assert res.box_b[0] == (0, 0, copy.shape[1], copy.shape[0])  # all of the copy
+    # the other way round: the same score, the boxes swapped
+    back = chk(np.array([1]), np.array([0]))
+    assert back.score[0] == pytest.approx(res.score[0], abs=1e-5)
+    assert back.box_b[0] == res.box_a[0]
+
+
+def test_an_inverted_copy_matches_and_says_so():
+    src = texture(2)
+    chk = checker_of({0: src, 1: 1 - np.rot90(src).copy()})
+    res = chk(np.array([0]), np.array([1]))
+    assert res.score[0] >= 0.95
+    assert "inverted" in res.transform(0) and "rotated 90°" in res.transform(0)
+
+
+def test_different_images_of_one_kind_do_not_match():
+    images = {i: texture(10 + i) for i in range(8)}
+    a, b = np.triu_indices(8, 1)
+    res = checker_of(images)(a, b)
+    assert res.score.max() < MATCH_THRESHOLD - 0.1, res.score.max()
+
+
+def test_unreadable_and_flat_items_score_zero_without_boxes():
+    images = {0: texture(3), 1: None, 2: np.full((90, 90), 0.5, np.float32), 3: texture(3)}
+    res = checker_of(images)(np.array([0, 0, 0]), np.array([1, 2, 3]))
+    assert res.score[:2].tolist() == [0.0, 0.0] and res.box_a[:2] == [None, None] and res.box_b[:2] == [None, None]
+    assert res.score[2] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_pairs_in_any_order_and_blocks_give_the_same_scores():
+    images = {i: texture(20 + i % 3) if i < 6 else np.rot90(texture(20 + i % 3)).copy() for i in range(9)}
+    a = np.array([0, 6, 1, 7, 2, 8, 0, 3])
+    b = np.array([6, 0, 7, 1, 8, 2, 3, 0])
+    one = PixelChecker(lambda i: images[i], block=128)(a, b).score
+    small = PixelChecker(lambda i: images[i], block=3)(a[::-1], b[::-1]).score[::-1]
+    np.testing.assert_allclose(one, small, atol=1e-5)
+
+
+def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp_path):
+    """A copy cut from a panel (3/4 of each side, mirrored, rescaled, JPEG) among look-alikes:
+    the pixel check verifies it, it leads the table with method "pixels" and the cut's box;
+    without the check the match column is NaN."""
+    src = texture(30, (200, 240))
+    Image.fromarray((src * 255).astype(np.uint8)).save(tmp_path / "panel.png")
+    cut = resize(np.ascontiguousarray(src[10:160, 40:220][:, ::-1]), 0.9)
+    Image.fromarray((np.clip(cut, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "cut.jpg", quality=70)
+    for i in range(6):
+        Image.fromarray((texture(31 + i, (200, 240)) * 255).astype(np.uint8)).save(tmp_path / f"other{i}.png")
+    res = screen([str(tmp_path)], model, candidates=6, localize=0)
+    names = {i: os.path.basename(s) for i, s in zip(res.items["id"], res.items["source"])}
+    best = res.pairs.iloc[0]
+    assert {names[best["a"]], names[best["b"]]} == {"panel.png", "cut.jpg"}
+    assert best["match"] >= 0.8 and best["method"] == "pixels" and "mirrored" in best["transform"]
+    panel_box = best["box_a"] if names[best["a"]] == "panel.png" else best["box_b"]
+    assert box_iou(panel_box, (40, 10, 220, 160)) >= 0.85
+    others = res.pairs.iloc[1:]
+    assert (others["match"] < MATCH_THRESHOLD).all() and (others["method"] == "pose").all()
+    assert res.info["verified_by_pixels"] == 1 and res.info["seconds_verify"] >= 0
+    plain = screen([str(tmp_path)], model, candidates=6, localize=0, verify=False)
+    assert plain.pairs["match"].isna().all() and plain.info["match_threshold"] is None
+    # a threshold on the distance keeps a pair the pixels verified
+    strict = screen([str(tmp_path)], model, candidates=6, localize=0, threshold=1e-9)
+    assert len(strict.pairs) == 1 and strict.pairs["match"].iloc[0] >= 0.8
+    with pytest.raises(TypeError, match="verify"):
+        screen([str(tmp_path)], model, verify="yes")
