@@ -69,10 +69,11 @@ def test_screen_folder_writes_reports_with_the_planted_pair_first(figures, model
 
     csv = pd.read_csv(out / "pairs.csv")
     assert len(csv) >= 1
-    verified = (csv["method"] == "orb-ransac").to_numpy()      # keypoint-verified pairs first
-    assert not (np.diff(verified.astype(int)) > 0).any()
+    verified = csv["method"].isin(["orb-ransac", "pixels"]).to_numpy()   # verified pairs first
+    assert verified[0] and not (np.diff(verified.astype(int)) > 0).any()
     ev = np.fmin(csv["distance"], csv["crop_distance"]).to_numpy()
-    assert (np.diff(ev[verified]) >= 0).all() and (np.diff(ev[~verified]) >= 0).all()
+    assert (np.diff(ev[~verified]) >= 0).all()                            # the rest by distance
+    assert csv.loc[0, "match"] >= 0.6 and (csv["match"][~verified] < 0.6).all()
     first = {csv.loc[0, "source_a"].replace("\\", "/").rsplit("/", 1)[-1],
              csv.loc[0, "source_b"].replace("\\", "/").rsplit("/", 1)[-1]}
     assert first == {"f0.png", "copy.png"}
@@ -87,7 +88,8 @@ def test_screen_folder_writes_reports_with_the_planted_pair_first(figures, model
     lines = captured.out.splitlines()
     assert any(ln.startswith("screened 5 items") for ln in lines)
     best = lines[lines.index(next(ln for ln in lines if ln.startswith("best "))) + 1]
-    assert "f0.png" in best and "copy.png" in best and "mirrored" in best
+    assert "f0.png" in best and "copy.png" in best and "mirrored" in best and "match=" in best
+    assert any(ln.startswith("candidate pairs:") and "pixels match (>= 0.6): " in ln for ln in lines)
     assert "skipped: 1" in lines
     assert any("broken.png" in ln for ln in lines)
     assert f"report: {out / 'report.html'}" in lines
@@ -196,3 +198,23 @@ def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monk
     assert seen["whiten"] is expected
     # a handful of figures is below the 512 stored vectors whitening needs: reported as not applied
     assert json.loads((out / "report.json").read_text())["info"]["whitened"] is False
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-verify"], False)])
+def test_screen_no_verify_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+    import napari_siamforensic.screening as screening
+
+    seen = {}
+    real = screening.iter_screen
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "iter_screen", spy)
+    out = tmp_path / "r"
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(out), "--localize", "0",
+                 "--device", "cpu", "--precision", "fp32", "--no-progress"] + flag) == 0
+    assert seen["verify"] is expected
+    csv = pd.read_csv(out / "pairs.csv")
+    assert csv["match"].notna().all() if expected else csv["match"].isna().all()

@@ -118,7 +118,7 @@ class PixelChecker:
     those again on ``side``-px thumbnails, which gives the score and the boxes."""
 
     def __init__(self, image_of, *, side: int = SIDE, coarse: int = COARSE, scales=SCALES,
-                 coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 2048,
+                 coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 512,
                  refine_from: float = 0.5):
         self.image_of, self.side, self.coarse, self.block = image_of, side, coarse, block
         self.refine_from = refine_from
@@ -145,7 +145,8 @@ class PixelChecker:
 
     def _prepared(self, i: int, stage: str):
         """Templates of item ``i`` at every scale of the stage, and (coarse) its 8 posed frames;
-        the last ``cache_items`` items' are kept."""
+        those of the last ``cache_items`` items are kept (about 45 KB coarse and 100 KB fine
+        per item)."""
         key = (i, stage)
         if key in self._prep:
             self._prep.move_to_end(key)
