@@ -180,8 +180,9 @@ def test_screen_compile_reaches_the_screen_and_is_refused_with_a_scheduler(figur
     assert err == ["siamforensic: error: --compile is not supported with --scheduler (the workers embed eagerly)"]
 
 
-@pytest.mark.parametrize("flag, expected", [([], True), (["--no-whiten"], False)])
-def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+def _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag):
+    """Runs `siamforensic screen` with ``flag``; returns the keyword arguments `iter_screen` got
+    and the output folder."""
     import napari_siamforensic.screening as screening
 
     seen = {}
@@ -195,6 +196,12 @@ def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monk
     out = tmp_path / "r"
     assert main(["screen", str(figures), "--model", model_file, "--out", str(out), "--localize", "0",
                  "--device", "cpu", "--precision", "fp32", "--no-progress"] + flag) == 0
+    return seen, out
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-whiten"], False)])
+def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
     assert seen["whiten"] is expected
     # a handful of figures is below the 512 stored vectors whitening needs: reported as not applied
     assert json.loads((out / "report.json").read_text())["info"]["whitened"] is False
@@ -202,19 +209,7 @@ def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monk
 
 @pytest.mark.parametrize("flag, expected", [([], True), (["--no-verify"], False)])
 def test_screen_no_verify_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
-    import napari_siamforensic.screening as screening
-
-    seen = {}
-    real = screening.iter_screen
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(screening, "iter_screen", spy)
-    out = tmp_path / "r"
-    assert main(["screen", str(figures), "--model", model_file, "--out", str(out), "--localize", "0",
-                 "--device", "cpu", "--precision", "fp32", "--no-progress"] + flag) == 0
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
     assert seen["verify"] is expected
     csv = pd.read_csv(out / "pairs.csv")
     assert csv["match"].notna().all() if expected else csv["match"].isna().all()
