@@ -73,7 +73,12 @@ def resolve_model(model) -> ForensicModel:
 
 
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
-                   pose_embedding="all", index="auto"):
+                   pose_embedding="all", index="auto", **switches):
+    """Checks the options every screen shares; ``switches`` (``whiten=...``, ``crops=...``)
+    must be True or False."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` must be True or False, got {value!r}")
     check_positive_int(candidates, "candidates")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(localize_top, "localize", minimum=0)
@@ -206,17 +211,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         ``threshold``, a verified pair is kept whatever its distance. ``False``: no check,
         ``match`` is NaN.
     """
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
-    if not isinstance(whiten, bool):
-        raise TypeError(f"`whiten` must be True or False, got {whiten!r}")
-    if not isinstance(crops, bool):
-        raise TypeError(f"`crops` must be True or False, got {crops!r}")
-    if not isinstance(verify, bool):
-        raise TypeError(f"`verify` must be True or False, got {verify!r}")
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
+                   whiten=whiten, crops=crops, verify=verify, compile=compile)
     options = options or SourceOptions()
     t0 = time.perf_counter()
-    if not isinstance(compile, bool):
-        raise TypeError(f"`compile` must be True or False, got {compile!r}")
     model = resolve_model(model)
     if compile:
         import copy
@@ -326,18 +324,15 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     pix = None
     if params.get("verify") and len(a):
         checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options))
-        pix = PixelMatch(np.zeros(len(a), np.float32), [None] * len(a), [None] * len(a), np.zeros(len(a), np.int64),
-                         np.ones(len(a), bool), np.ones(len(a)), np.ones(len(a)))
-        step = 4096
+        parts = []
+        step = 4096                  # pairs per progress report
         for s0 in range(0, len(a), step):
-            part = checker(a[s0:s0 + step], b[s0:s0 + step])
-            sl = slice(s0, s0 + len(part.score))
-            pix.score[sl], pix.pose[sl], pix.of_b[sl], pix.scale[sl] = part.score, part.pose, part.of_b, part.scale
-            pix.box_a[sl], pix.box_b[sl] = part.box_a, part.box_b
-            yield ScreenProgress("verify", sl.stop, len(a), time.perf_counter() - t0,
-                                 f"{sl.stop} of {len(a)} pairs checked")
+            parts.append(checker(a[s0:s0 + step], b[s0:s0 + step]))
+            done = min(s0 + step, len(a))
+            yield ScreenProgress("verify", done, len(a), time.perf_counter() - t0, f"{done} of {len(a)} pairs checked")
+        pix = PixelMatch.concat(parts)
         match = pix.score.copy()
-        del checker
+        del checker, parts
     t_verify = time.perf_counter() - t0 - t_embed - t_search
     matched = match >= MATCH_THRESHOLD                 # NaN compares False
     # evidence order: pixel-verified pairs by match, then the rest by the smaller distance

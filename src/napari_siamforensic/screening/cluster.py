@@ -83,9 +83,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     """
     from distributed import Client
 
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index)
-    if not isinstance(crops, bool):
-        raise TypeError(f"`crops` must be True or False, got {crops!r}")
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
+                   whiten=whiten, crops=crops, verify=verify)
     pose_ids = stored_pose_ids(poses, pose_embedding)
     crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
     options = options or SourceOptions()

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .index import pose_inverse
+
 SIDE = 64
 COARSE = 32
 SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -102,6 +104,22 @@ class PixelMatch:
     scale: np.ndarray = None      # size of a's content in b / in a (pixels of b per pixel of a)
     rel: np.ndarray = None        # the template's size relative to its check thumbnail
 
+    @classmethod
+    def empty(cls, m: int) -> "PixelMatch":
+        """``m`` pairs not compared (yet): score 0, no boxes, identity relation."""
+        return cls(np.zeros(m, np.float32), [None] * m, [None] * m, np.zeros(m, np.int64), np.ones(m, bool),
+                   np.ones(m, np.float64), np.ones(m, np.float64))
+
+    @classmethod
+    def concat(cls, parts: list["PixelMatch"]) -> "PixelMatch":
+        """Consecutive runs of pairs as one."""
+        out = cls.empty(0)
+        for name in ("score", "pose", "of_b", "scale", "rel"):
+            setattr(out, name, np.concatenate([getattr(p, name) for p in parts] or [getattr(out, name)]))
+        out.box_a = [x for p in parts for x in p.box_a]
+        out.box_b = [x for p in parts for x in p.box_b]
+        return out
+
     def transform(self, r: int) -> str:
         """Pair ``r``'s transform a -> b in words ("mirrored, rotated 90° cw, scale 0.80")."""
         from .localize import describe, pose_match
@@ -164,19 +182,16 @@ class PixelChecker:
             self._prep.popitem(last=False)
         return out
 
-    def __call__(self, a: np.ndarray, b: np.ndarray, progress=None) -> PixelMatch:
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> PixelMatch:
         """Scores and boxes of the pairs ``(a[m], b[m])``."""
         m = len(a)
-        out = PixelMatch(np.zeros(m, np.float32), [None] * m, [None] * m, np.zeros(m, np.int64), np.ones(m, bool),
-                         np.ones(m, np.float64), np.ones(m, np.float64))
+        out = PixelMatch.empty(m)
         order = np.lexsort((b, a))            # an item's prepared frames are reused while it lasts
         for s in range(0, m, self.block):
             rows = [int(r) for r in order[s:s + self.block]
                     if self.thumb(int(a[r])) is not None and self.thumb(int(b[r])) is not None]
             if rows:
                 self._block(rows, a, b, out)
-            if progress is not None:
-                progress(min(s + self.block, m), m)
         self._refine(np.flatnonzero(out.score >= self.refine_from), a, b, out)
         return out
 
@@ -195,7 +210,8 @@ class PixelChecker:
         # in the inverse pose (the coarse scores of the two often tie there)
         both = np.where(a_in_b, ab[2], ba[2]) == 0
         jobs = [(k, bool(d), int(q)) for k, (d, q) in enumerate(zip(a_in_b, pose))]
-        jobs += [(k, not bool(a_in_b[k]), _inverse(int(pose[k]))) for k in np.flatnonzero(both)]
+        inverse = pose_inverse()
+        jobs += [(k, not bool(a_in_b[k]), inverse[int(pose[k])]) for k in np.flatnonzero(both)]
         t_item = [int(a[rows[k]]) if d else int(b[rows[k]]) for k, d, _ in jobs]
         i_item = [int(b[rows[k]]) if d else int(a[rows[k]]) for k, d, _ in jobs]
         ft = [self._prepared(i, "fine") for i in t_item]
@@ -240,11 +256,6 @@ class PixelChecker:
         for s in range(0, len(jobs), self.block):
             sl = slice(s, s + self.block)
             self._fine(jobs[sl], templates[sl], scales[sl], out)
-
-
-def _inverse(q: int) -> int:
-    """The dihedral pose that undoes ``q`` (0-7): quarter turns back; a mirrored pose is its own."""
-    return q if q >= 4 else (4 - q) % 4
 
 
 def _templates(t: np.ndarray, scales, S: int):
