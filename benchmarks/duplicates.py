@@ -74,8 +74,7 @@ def _parse(argv=None):
     p.add_argument("--protocol-baselines", choices=("none", "fast", "all"), default="fast",
                    help="baselines on the protocol: fast = the two phash variants, all = with ORB")
     p.add_argument("--pixel-check", action="store_true",
-                   help="also score the screen's pixel check (screening.verify) alone, as the distance "
-                        "1 + 2.5 (0.6 - match), and added to the model's f: f + (0.6 - match)")
+                   help="also score the pixel check (core.pixels) alone, as the distance 1 + 2.5 (0.6 - match)")
     p.add_argument("--json", default=None, help="also write the summary figures to this JSON file")
     args = p.parse_args(argv)
     if args.seed < EVALUATION_SEED_START:
@@ -84,12 +83,11 @@ def _parse(argv=None):
 
 
 def _pixel_match(a, b) -> np.ndarray:
-    """The screen's pixel check (``screening.verify``) of the pairs ``(a[i], b[i])``: best |NCC|."""
-    from napari_siamforensic.screening.verify import PixelChecker
+    """The pixel check (``core.pixels``) of the pairs ``(a[i], b[i])``: best |NCC|."""
+    from napari_siamforensic._validation import as_image_list
+    from napari_siamforensic.core.pixels import pair_match
 
-    images = [np.asarray(x, np.float32) for x in list(a) + list(b)]
-    n = len(a)
-    return PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n)).score.astype(np.float64)
+    return pair_match(as_image_list(a), as_image_list(b)).score.astype(np.float64)
 
 
 def _model_methods(args) -> dict:
@@ -105,12 +103,12 @@ def _model_methods(args) -> dict:
         other = copy.copy(model)          # same network, another penalty
         other.pose_penalty = x
         methods[f"siamforensic (pose penalty {x:g})"] = other.distance
+    if model.pixel_check is not None and model.poses != "none":
+        methods["siamforensic without the pixel check"] = lambda a, b: model.distance(a, b, pixels=False)
     if args.raw:
         methods["siamforensic (raw f)"] = lambda a, b: model.distance(a, b, poses="none")
     if args.pixel_check:
         methods["pixel check: 1 + 2.5 (0.6 - match)"] = lambda a, b: 1.0 + 2.5 * (0.6 - _pixel_match(a, b))
-        methods["siamforensic + pixel check: f + (0.6 - match)"] = (
-            lambda a, b: np.asarray(model.distance(a, b)) + (0.6 - _pixel_match(a, b)))
     if args.untrained:
         import torch
 

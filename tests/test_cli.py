@@ -178,7 +178,7 @@ def test_train_negative_poses_reaches_the_config(image_dir, tmp_path):
     assert load_checkpoint(out / "checkpoint.safetensors")["config"].negative_poses == "dihedral"
 
 
-def test_pose_penalty_option(image_dir, capsys):
+def test_pose_penalty_and_no_pixels_options(image_dir, capsys):
     img = sorted(image_dir.iterdir())[0]
     flipped = image_dir.parent / "flipped.png"
     Image.fromarray(np.asarray(Image.open(img))[:, ::-1].copy()).save(flipped)
@@ -188,9 +188,15 @@ def test_pose_penalty_option(image_dir, capsys):
         return json.loads(capsys.readouterr().out)["distance"]
 
     raw = score("--poses", "none")
-    assert score("--poses", "dihedral", "--pose-penalty", "0") == pytest.approx(0.0, abs=1e-4)   # the mirror pose
-    assert score("--poses", "dihedral", "--pose-penalty", "0.5") == pytest.approx(min(raw, 0.5), abs=1e-4)
-    assert score("--poses", "dihedral", "--pose-penalty", "10") == pytest.approx(raw, abs=1e-4)
+    assert score("--poses", "dihedral", "--pose-penalty", "0", "--no-pixels") == pytest.approx(0.0, abs=1e-4)
+    assert score("--poses", "dihedral", "--pose-penalty", "0.5", "--no-pixels") == pytest.approx(min(raw, 0.5), abs=1e-4)
+    assert score("--poses", "dihedral", "--pose-penalty", "10", "--no-pixels") == pytest.approx(raw, abs=1e-4)
+    # the bundled model's pixel check finds the mirrored pixels whatever the pose penalty
+    assert score("--poses", "dihedral", "--pose-penalty", "10") < 0.01 < raw
+    assert main(["score", str(img), str(flipped), "--device", "cpu"]) == 0
+    assert "with the pixel check" in capsys.readouterr().out
+    assert main(["score", str(img), str(flipped), "--device", "cpu", "--no-pixels"]) == 0
+    assert "pixel check" not in capsys.readouterr().out
     assert main(["score", str(img), str(flipped), "--pose-penalty", "-1"]) == 2
     assert "pose-penalty" in capsys.readouterr().err
 

@@ -1,13 +1,19 @@
-"""Calibrate ``same_probability`` of a model on held-out figure-re-use pairs, and report it.
+"""Fit a model's pixel check and calibrate ``same_probability`` on held-out figure-re-use pairs.
 
     python training/calibrate_default.py --model src/napari_siamforensic/weights/default.safetensors --write
 
 Pairs come from `napari_siamforensic.evaluation.reuse` (manipulations written independently of
 training) on generated scenes from seeds 20,000,000+ (neither training, < 1,000,000, nor the
-evaluation benchmark, 10,000,000+). Parents are split in two: the first half fits
-(scale, offset) by logistic regression on 1 - f, the second half reports the Brier score and
-the reliability curve before and after. ``--write`` stores the calibration in the model file;
-``--plot`` writes the reliability diagram.
+evaluation benchmark, 10,000,000+). Parents are split in two. On the first half:
+
+1. ``pixel_check`` (weight, center) by a class-balanced logistic regression of "duplicate" on
+   (f, match) (``calibrate_pixels``; skipped with ``--no-pixels``, which removes it);
+2. ``calibration`` (scale, offset) by logistic regression on 1 - distance, the fused distance
+   (``calibrate``).
+
+The second half reports the decision accuracy at ``distance <= 1`` (mean of the two classes'),
+the Brier score and the reliability curve before and after. ``--write`` stores both in the model
+file; ``--plot`` writes the reliability diagram.
 """
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ import argparse
 import numpy as np
 
 import napari_siamforensic as sf
+from napari_siamforensic._validation import as_image_list
+from napari_siamforensic.core.pixels import PixelChecker
+from napari_siamforensic.core.scoring import calibrate_pixels
 from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
 from napari_siamforensic.evaluation.reuse import make_reuse_set
 
@@ -23,11 +32,22 @@ CALIBRATION_SEED_START = 20_000_000
 
 
 def pairs(model, parents, seed, n_per_family):
+    """f (pose minimum, no pixel check), the pixel check's match, and the labels of the
+    re-use triplets' (anchor, positive), (anchor, random negative), (anchor, hard negative)."""
     trip = make_reuse_set(parents, seed, n_per_family)
     a = [t.anchor for t in trip] * 3
     b = [t.positive for t in trip] + [t.negative_random for t in trip] + [t.negative_hard for t in trip]
     y = np.r_[np.ones(len(trip)), np.zeros(2 * len(trip))].astype(bool)
-    return model.distance(a, b), y
+    f = np.asarray(model.distance(a, b, pixels=False), np.float64)
+    images = as_image_list(a) + as_image_list(b)
+    n = len(a)
+    match = PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n)).score.astype(np.float64)
+    return f, match, y
+
+
+def decision(d, y) -> float:
+    """Accuracy of ``d <= 1``, the mean over the two classes."""
+    return 0.5 * (float((d[y] <= 1).mean()) + float((d[~y] > 1).mean()))
 
 
 def reliability(p, y, bins=10):
@@ -45,21 +65,33 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--parents", type=int, default=44)
     ap.add_argument("--n-per-family", type=int, default=8)
-    ap.add_argument("--write", action="store_true", help="store the fitted calibration in the model file")
+    ap.add_argument("--no-pixels", action="store_true",
+                    help="fit no pixel check (and remove the model's): the distance stays f")
+    ap.add_argument("--write", action="store_true", help="store the fitted pixel check and calibration in the model file")
     ap.add_argument("--plot", default=None, help="PNG path for the reliability diagram")
     args = ap.parse_args()
     model = sf.load_model(args.model, device="cpu")
     parents = [generate_scene(SCENE_KINDS[i % len(SCENE_KINDS)], CALIBRATION_SEED_START + i, (512, 512))
                for i in range(args.parents)]
     half = len(parents) // 2
-    d_fit, y_fit = pairs(model, parents[:half], CALIBRATION_SEED_START, args.n_per_family)
-    d_test, y_test = pairs(model, parents[half:], CALIBRATION_SEED_START + 1, args.n_per_family)
-    p_before = model.probability_from_distance(d_test)
+    f_fit, m_fit, y_fit = pairs(model, parents[:half], CALIBRATION_SEED_START, args.n_per_family)
+    f_test, m_test, y_test = pairs(model, parents[half:], CALIBRATION_SEED_START + 1, args.n_per_family)
+    print(f"fit pairs {len(y_fit)}, report pairs {len(y_test)} ({int(y_test.sum())} duplicates)")
+    model.pixel_check = None
+    model.calibration = (1.0, 0.0)
+    p_before = model.probability_from_distance(f_test)          # the paper's sigmoid(1 - f)
+    if args.no_pixels:
+        print("pixel check: none (distance = f)")
+    else:
+        weight, center = calibrate_pixels(model, f_fit, m_fit, y_fit)
+        print(f"pixel check: distance = soft_floor(f + {weight:.3f} * ({center:.3f} - match))")
+    d_fit, d_test = model.fuse(f_fit, m_fit), model.fuse(f_test, m_test)
+    print(f"decision accuracy (<= 1) on the report pairs: f {decision(f_test, y_test):.3f}, "
+          f"distance {decision(d_test, y_test):.3f}")
     scale, offset = sf.calibrate(model, d_fit, y_fit)
     p_after = model.probability_from_distance(d_test)
     brier = lambda p: float(np.mean((p - y_test) ** 2))  # noqa: E731
-    print(f"fit pairs {len(y_fit)}, report pairs {len(y_test)} ({int(y_test.sum())} duplicates)")
-    print(f"calibration: p = sigmoid({scale:.3f} * (1 - f) + {offset:.3f})")
+    print(f"calibration: p = sigmoid({scale:.3f} * (1 - distance) + {offset:.3f})")
     print(f"Brier score on held-out pairs: paper sigmoid(1 - f) {brier(p_before):.4f}, calibrated {brier(p_after):.4f}")
     print("| bin | pairs | mean p (paper) | mean p (calibrated) | observed duplicate share |")
     print("|---|---|---|---|---|")
@@ -77,7 +109,7 @@ def main():
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
         for p, name in ((p_before, f"paper sigmoid(1-f), Brier {brier(p_before):.3f}"),
-                        (p_after, f"calibrated, Brier {brier(p_after):.3f}")):
+                        (p_after, f"calibrated distance, Brier {brier(p_after):.3f}")):
             rows = reliability(p, y_test)
             ax.plot([r[3] for r in rows], [r[4] for r in rows], "o-", label=name)
         ax.set_xlabel("predicted probability of 'duplicate'")
@@ -89,7 +121,7 @@ def main():
         print("wrote", args.plot)
     if args.write:
         model.save(args.model, dtype="float16")
-        print("calibration written to", args.model)
+        print("pixel check and calibration written to", args.model)
 
 
 if __name__ == "__main__":

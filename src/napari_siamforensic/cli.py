@@ -262,10 +262,11 @@ def _short_names(paths: list[str]) -> list[str]:
         return list(paths)
 
 
-def _load_model(path, device: str, precision: str = "fp32", pose_penalty: float | None = None):
+def _load_model(path, device: str, precision: str = "fp32", pose_penalty: float | None = None,
+                pixels: bool = True):
     """``--model`` may be a model file, a checkpoint, or a training output folder (its
     model.safetensors, else its checkpoint.safetensors); None is the bundled default model.
-    ``pose_penalty`` None keeps the model file's own."""
+    ``pose_penalty`` None keeps the model file's own; ``pixels=False`` drops its pixel check."""
     from .core.scoring import load_model
 
     if path is not None and Path(path).is_dir():
@@ -276,7 +277,10 @@ def _load_model(path, device: str, precision: str = "fp32", pose_penalty: float 
         else:
             raise CliError(f"--model: folder {path!r} holds neither {MODEL_NAME} nor {CHECKPOINT_NAME}")
     try:
-        return load_model(path, device=device, precision=precision, pose_penalty=pose_penalty)
+        model = load_model(path, device=device, precision=precision, pose_penalty=pose_penalty)
+        if not pixels:
+            model.pixel_check = None
+        return model
     except ValueError as exc:
         if path is None:
             raise CliError(f"{exc}; pass --model PATH (a model.safetensors written by '{PROG} train')") from None
@@ -315,6 +319,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, poses_default: str = "dihe
                    help="added to the distance in every pose but the image's own before the smallest is "
                         "kept (0 = the plain minimum); default: the model file's value (the bundled "
                         "model: 0.2)")
+    p.add_argument("--no-pixels", action="store_true",
+                   help="leave the pixel check out of the distance: the bundled model adds the best "
+                        "correlation of the two images' pixels over flips, turns and crops to f "
+                        "(docs/model-card.md); with this the distance is f over the poses alone")
     p.add_argument("--device", metavar="DEVICE", default="auto",
                    help="'auto' (CUDA, then Apple MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
@@ -532,9 +540,11 @@ def _cmd_train(args) -> int:
 def _add_score_parser(sub) -> None:
     p = sub.add_parser(
         "score", formatter_class=_Formatter, help="score a pair of images: distance, probability, verdict",
-        description="Is image B a manipulated copy of image A? Prints the forensic distance f, the "
-                    "'same' probability (the model's calibrated sigmoid(scale * (1 - f) + offset); sigmoid(1 - f) for "
-                    "an uncalibrated model) and the verdict: 'duplicate' when f <= 1.")
+        description="Is image B a manipulated copy of image A? Prints the forensic distance (f over the "
+                    "poses, with the pixel check where the model has one: the bundled model does), the "
+                    "'same' probability (the model's calibrated sigmoid(scale * (1 - distance) + offset); "
+                    "sigmoid(1 - f) for an uncalibrated model) and the verdict: 'duplicate' when the "
+                    "distance is <= 1.")
     p.add_argument("image_a", metavar="A", help="first image file")
     p.add_argument("image_b", metavar="B", help="second image file")
     _add_model_options(p)
@@ -548,7 +558,7 @@ def _cmd_score(args) -> int:
             raise CliError(f"{name!r} is a folder; 'score' takes two image files "
                            f"(use '{PROG} pairwise' for folders)")
     (path_a, a), (path_b, b) = _collect_images([args.image_a, args.image_b])
-    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty, not args.no_pixels)
     f = float(model.distance([a], [b], poses=args.poses)[0])
     prob = float(model.probability_from_distance(f))
     verdict = "duplicate" if f <= 1.0 else "different"
@@ -558,22 +568,32 @@ def _cmd_score(args) -> int:
     else:
         print(f"a            {path_a}")
         print(f"b            {path_b}")
-        print(f"distance     {f:.4f}   (f; <= 1 means duplicate; poses: {args.poses})")
+        print(f"distance     {f:.4f}   ({_distance_words(model, args.poses)}; <= 1 means duplicate)")
         scale, offset = model.calibration
-        print(f"probability  {prob:.4f}   (sigmoid({scale:.4g} * (1 - f) {offset:+.4g}))")
+        print(f"probability  {prob:.4f}   (sigmoid({scale:.4g} * (1 - distance) {offset:+.4g}))")
         print(f"verdict      {verdict}")
     return EXIT_OK
+
+
+def _distance_words(model, poses: str) -> str:
+    """What ``model.distance(..., poses=poses)`` is, in words."""
+    if poses == "none":
+        return "the paper's raw f"
+    words = f"f over the poses '{poses}'"
+    if model.pixel_check is not None:
+        words += " with the pixel check"
+    return words
 
 
 def _add_pairwise_parser(sub) -> None:
     p = sub.add_parser(
         "pairwise", formatter_class=_Formatter, help="the matrix of distances over many images",
-        description="Computes the forensic distance f between every two images (files and folders, "
+        description="Computes the forensic distance between every two images (files and folders, "
                     "searched recursively), prints the matrix and the pairs flagged as duplicates "
-                    "(f <= --threshold), and optionally writes the matrix as CSV.")
+                    "(distance <= --threshold), and optionally writes the matrix as CSV.")
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and/or folders")
     _add_model_options(p)
-    p.add_argument("--threshold", metavar="F", type=float, default=1.0, help="flag pairs with f <= this (the paper's 1)")
+    p.add_argument("--threshold", metavar="F", type=float, default=1.0, help="flag pairs with a distance <= this (the paper's 1)")
     p.add_argument("--csv", metavar="OUT", default=None, help="write the matrix to this CSV file (paths as labels)")
     p.add_argument("--no-matrix", action="store_true", help="print only the flagged pairs, not the matrix")
     p.set_defaults(func=_cmd_pairwise)
@@ -583,7 +603,7 @@ def _cmd_pairwise(args) -> int:
     items = _collect_images(args.images)
     if len(items) < 2:
         raise CliError(f"'pairwise' needs at least 2 images, got {len(items)}")
-    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty, not args.no_pixels)
     paths = [p for p, _ in items]
     matrix = model.pairwise([im for _, im in items], poses=args.poses)
     names = _short_names(paths)
@@ -594,14 +614,14 @@ def _cmd_pairwise(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(matrix, index=paths, columns=paths).to_csv(out, float_format="%.6g")
     if not args.no_matrix:
-        print(f"distance f between {len(items)} images (poses: {args.poses}; f <= {args.threshold:g} "
+        print(f"distance between {len(items)} images ({_distance_words(model, args.poses)}; <= {args.threshold:g} "
               "means duplicate):")
         print(_format_matrix(matrix, names))
         print()
     flagged = _flagged_pairs(matrix, args.threshold)
-    print(f"pairs flagged as duplicates (f <= {args.threshold:g}): {len(flagged)}")
+    print(f"pairs flagged as duplicates (distance <= {args.threshold:g}): {len(flagged)}")
     for i, j, f in flagged:
-        print(f"  {names[i]}  <->  {names[j]}   f={f:.3f}  p={float(model.probability_from_distance(f)):.3f}")
+        print(f"  {names[i]}  <->  {names[j]}   distance={f:.3f}  p={float(model.probability_from_distance(f)):.3f}")
     if args.csv:
         print(f"matrix written to {args.csv}")
     return EXIT_OK
@@ -738,9 +758,10 @@ def _cmd_screen(args) -> int:
     if args.scheduler is not None:
         if args.compile:
             raise CliError("--compile is not supported with --scheduler (the workers embed eagerly)")
-        if args.pose_penalty is not None:
-            raise CliError("--pose-penalty is not supported with --scheduler: a cluster screen uses the model "
-                           "file's own value; save a model with the penalty you want and pass it as --model")
+        if args.pose_penalty is not None or args.no_pixels:
+            raise CliError("--pose-penalty and --no-pixels are not supported with --scheduler: a cluster screen "
+                           "uses the model file's own values; save a model with the values you want "
+                           "(model.pose_penalty, model.pixel_check) and pass it as --model")
         try:
             from .screening.cluster import iter_screen_on_cluster
             import distributed  # noqa: F401
@@ -753,7 +774,7 @@ def _cmd_screen(args) -> int:
     else:
         from .screening import iter_screen
 
-        model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
+        model = _load_model(args.model, args.device, args.precision, args.pose_penalty, not args.no_pixels)
         reports = iter_screen(list(args.sources), model, compile=args.compile, **kw)
         where = "in this process"
 
@@ -798,19 +819,20 @@ def _cmd_screen(args) -> int:
     thr = f" with min(f, crop f) <= {args.threshold:g}" if args.threshold is not None else ""
     checked = f"; pixels match (>= {result.info['match_threshold']:g}): {result.info['verified_by_pixels']}" \
         if result.info.get("match_threshold") is not None else ""
-    print(f"candidate pairs{thr}: {len(pairs)}; f <= 1 (duplicate): {int((pairs['distance'] <= 1.0).sum())}{checked}")
+    print(f"candidate pairs{thr}: {len(pairs)}; distance <= 1 (duplicate): {int((pairs['distance'] <= 1.0).sum())}{checked}")
     if len(pairs) and args.top:
         sources = list(dict.fromkeys(items["source"].tolist()))
         names = dict(zip(sources, _short_names(sources)))
         rows = items.set_index("id", drop=False)
         shown = pairs.head(args.top)
-        print(f"best {len(shown)} pairs (verified by pixels or keypoints first, then by the smaller of f and crop f):")
+        print(f"best {len(shown)} pairs (verified by pixels or keypoints first, then by distance):")
         for _, pr in shown.iterrows():
             la = _item_label(rows.loc[int(pr["a"])].to_dict(), names)
             lb = _item_label(rows.loc[int(pr["b"])].to_dict(), names)
-            crop = f"  crop f={pr['crop_distance']:.3f}" if pr["crop_distance"] == pr["crop_distance"] else ""   # not NaN
+            crop = f"  f={pr['f']:.3f}"
+            crop += f"  crop f={pr['crop_distance']:.3f}" if pr["crop_distance"] == pr["crop_distance"] else ""   # not NaN
             match = f"  match={pr['match']:.2f}" if pr["match"] == pr["match"] else ""
-            print(f"  {la}  <->  {lb}   f={pr['distance']:.3f}{crop}{match}  p={pr['probability']:.3f}  {pr['transform']}")
+            print(f"  {la}  <->  {lb}   distance={pr['distance']:.3f}{crop}{match}  p={pr['probability']:.3f}  {pr['transform']}")
     print(f"skipped: {len(skipped)}")
     for r in skipped.head(5).to_dict("records"):
         print(f"  {r['source']}: {_one_line(r['reason'])}")
@@ -868,7 +890,7 @@ def _import_evaluation():
 
 def _cmd_evaluate(args) -> int:
     evaluation = _import_evaluation()
-    model = _load_model(args.model, args.device, args.precision, args.pose_penalty)
+    model = _load_model(args.model, args.device, args.precision, args.pose_penalty, not args.no_pixels)
     if args.parents:
         parents = [im for _, im in _collect_images(args.parents)]
         source = f"{len(parents)} parent images from {' '.join(args.parents)}"
@@ -1128,14 +1150,14 @@ def _cmd_demo(args) -> int:
         print(f"  {k}  {name:<9} {what}")
     matrix = model.pairwise(images, poses=args.poses)
     print()
-    print(f"distance f (poses: {args.poses}; f <= 1 means duplicate):")
+    print(f"distance ({_distance_words(model, args.poses)}; <= 1 means duplicate):")
     print(_format_matrix(matrix, names))
     flagged = _flagged_pairs(matrix, 1.0)
     print()
-    print(f"pairs flagged as duplicates (f <= 1): {len(flagged)}")
+    print(f"pairs flagged as duplicates (distance <= 1): {len(flagged)}")
     for i, j, f in flagged:
         tag = "planted duplicate" if (i, j) in planted else "FALSE ALARM"
-        print(f"  {names[i]:<9} <-> {names[j]:<9} f={f:.3f}  p={float(model.probability_from_distance(f)):.3f}  {tag}")
+        print(f"  {names[i]:<9} <-> {names[j]:<9} distance={f:.3f}  p={float(model.probability_from_distance(f)):.3f}  {tag}")
     n = len(items)
     found = sum((i, j) in planted for i, j, _ in flagged)
     false = len(flagged) - found

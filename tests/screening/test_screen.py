@@ -337,19 +337,19 @@ def test_a_copy_cut_from_a_larger_panel_is_found_through_the_crop_windows(model,
     res = screen([str(tmp_path)], model, candidates=3, localize=0)
     best = res.pairs.iloc[0]
     assert {_name(res, best["a"]), _name(res, best["b"])} == {"panel.png", "cut.png"}
-    assert best["crop_distance"] < 0.25 * best["distance"]
+    assert best["crop_distance"] < 0.25 * best["f"]
     # the transform is the crop window's pose (cut.png is a; the panel is it turned back clockwise)
     assert _name(res, best["a"]) == "cut.png" and best["transform"] == "rotated 90° cw"
     assert best["crop_distance"] < np.fmin(res.pairs["distance"], res.pairs["crop_distance"]).iloc[1:].min()
     plain = screen([str(tmp_path)], model, candidates=6, localize=0, crops=False)
     row = plain.pairs[(plain.pairs[["a", "b"]].to_numpy() == [best["a"], best["b"]]).all(1)]
-    assert len(row) == 1 and row["distance"].iloc[0] == pytest.approx(best["distance"], rel=1e-6)
+    assert len(row) == 1 and row["f"].iloc[0] == pytest.approx(best["f"], rel=1e-6)
     # every pose stored: the index holds pose 0 only, so the windows go in all 16 poses
     every = screen([str(tmp_path)], model, candidates=3, localize=0, pose_embedding="all")
     assert every.info["crop_rows"] == 9 * 16
     top = every.pairs.iloc[0]
     assert {_name(every, top["a"]), _name(every, top["b"])} == {"panel.png", "cut.png"}
-    assert top["crop_distance"] < 0.25 * top["distance"] and top["transform"] == "rotated 90° cw"
+    assert top["crop_distance"] < 0.25 * top["f"] and top["transform"] == "rotated 90° cw"
 
 
 def test_a_store_built_without_crop_windows_is_refused_with_the_fix(folder, model, tmp_path):

@@ -1,4 +1,4 @@
-"""The pixel check of candidate pairs (screening.verify) and its place in the screen."""
+"""The pixel check of image pairs (core.pixels) and its place in the screen."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,9 @@ from scipy import ndimage as ndi
 
 from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
-from napari_siamforensic.screening.verify import (MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed,
-                                                  _templates, check_thumbnail)
+from napari_siamforensic.core.pixels import (MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed, _templates,
+                                             check_thumbnail)
+from napari_siamforensic.screening.verify import match_transform
 
 
 def texture(seed: int, shape=(180, 220), smooth: float = 2.5) -> np.ndarray:
@@ -85,7 +86,7 @@ def test_a_cropped_posed_rescaled_jpeg_copy_matches_with_its_transform_and_regio
     # the reported relation is the one that made the copy: that pose of a (then a scale of 0.8)
     m = pose_match((1, 1), (1, 1), pose, False)
     want = [w for w in describe(m.mirrored, m.rotation_deg, 1.0, False).split(", ") if w != "identity"]
-    got = res.transform(0).split(", ")
+    got = match_transform(res, 0).split(", ")
     assert [w for w in got if not w.startswith("scale")] == want and got[-1].startswith("scale 0.")
     assert res.scale[0] == pytest.approx(0.8, rel=0.05)
     assert box_iou(res.box_a[0], box) >= 0.85                  # the region in the panel
@@ -101,7 +102,7 @@ def test_an_inverted_copy_matches_and_says_so():
     chk = checker_of({0: src, 1: 1 - np.rot90(src).copy()})
     res = chk(np.array([0]), np.array([1]))
     assert res.score[0] >= 0.95
-    assert "inverted" in res.transform(0) and "rotated 90°" in res.transform(0)
+    assert "inverted" in match_transform(res, 0) and "rotated 90°" in match_transform(res, 0)
 
 
 def test_different_images_of_one_kind_do_not_match():

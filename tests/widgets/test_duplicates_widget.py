@@ -149,3 +149,28 @@ def test_pose_penalty_box_reaches_the_scores_and_leaves_the_model_alone(dup_view
     for a, b, d in zip(w.result.pairs["a"], w.result.pairs["b"], w.result.pairs["distance"]):
         assert d == pytest.approx(want[a, b], abs=1e-4)
     assert not np.allclose(want, tiny_model.pairwise(images, poses="dihedral+invert"), atol=1e-3)
+
+
+def test_a_model_with_a_pixel_check_fuses_it_into_the_table_and_the_heatmap(dup_viewer, tiny_model, wait_idle):
+    import copy
+
+    fused = copy.copy(tiny_model)
+    fused.pixel_check = (3.0, 0.5)
+    registry.set(fused, "tiny with a pixel check")
+    seen = []
+    w = DuplicatesWidget(dup_viewer)
+    original = w._on_item
+    w._on_item = lambda item: (seen.append(item), original(item))
+    w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+    images = [lay.data for lay in dup_viewer.layers]
+    want = fused.pairwise(images, poses="dihedral+invert")
+    np.testing.assert_allclose(w.matrix, want, atol=1e-4)
+    assert not np.allclose(want, fused.pairwise(images, poses="dihedral+invert", pixels=False), atol=1e-3)
+    for a, b, d in zip(w.result.pairs["a"], w.result.pairs["b"], w.result.pairs["distance"]):
+        assert d == pytest.approx(want[a, b], abs=1e-4)       # the table's distance is the heatmap's
+    best = w.result.pairs.iloc[0]
+    assert {w.names[int(best["a"])], w.names[int(best["b"])]} == {"nuclei", "nuclei copy"}
+    # the matrix's pixel checks were reported as they went (the job can be cancelled between them)
+    assert any(item[0] == "progress" and item[1].stage == "pairwise" for item in seen)

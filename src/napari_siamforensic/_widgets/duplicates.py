@@ -61,7 +61,7 @@ def _missing(value) -> bool:
 
 
 def _heat_colour(d: float) -> QColor:
-    """Distance -> colour: red (f <= 1, "same") through yellow to dark blue (f >= 3)."""
+    """Distance -> colour: red (<= 1, "same") through yellow to dark blue (>= 3)."""
     if d is None or not math.isfinite(d):
         return QColor(60, 60, 60)
     t = min(max((d - 0.5) / 2.5, 0.0), 1.0)
@@ -142,7 +142,7 @@ class DuplicatesWidget(QWidget):
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
-        self.status = QLabel("f ≤ 1 means “a manipulated copy” (the paper's decision)")
+        self.status = QLabel("distance ≤ 1 means “a manipulated copy” (the paper's decision)")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
 
@@ -152,7 +152,7 @@ class DuplicatesWidget(QWidget):
         self.heatmap.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.heatmap.cellClicked.connect(self._heatmap_clicked)
         self.pairs = QTableWidget(0, 7)
-        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance f", "crop f", "match", "probability", "transform"])
+        self.pairs.setHorizontalHeaderLabels(["a", "b", "distance", "crop f", "match", "probability", "transform"])
         self.pairs.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.pairs.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.pairs.setSortingEnabled(True)
@@ -233,7 +233,11 @@ class DuplicatesWidget(QWidget):
             from_arrays = [str(s).startswith("array[") for s in items["source"]]
             if len(items) and all(from_arrays) and len(items) <= MATRIX_LIMIT and not options.split_panels:
                 idx = [int(str(s)[6:-1]) for s in items["source"]]
-                matrix = model.pairwise([arrays[i] for i in idx], poses=poses)
+                # with the pixel check every pair costs a few ms: reported, and cancellable
+                for report in model.iter_pairwise([arrays[i] for i in idx], poses=poses):
+                    if report.matrix is None:
+                        yield ("progress", report)
+                    matrix = report.matrix
             yield ("result", result, matrix)
 
         self.status.setText("scoring…")
@@ -263,7 +267,7 @@ class DuplicatesWidget(QWidget):
         self._fill_pairs()
         n_dup = int((result.pairs["distance"] <= 1.0).sum()) if len(result.pairs) else 0
         skipped = f", {len(result.skipped)} skipped" if len(result.skipped) else ""
-        self.status.setText(f"{n} images, {len(result.pairs)} pairs scored, {n_dup} with f ≤ 1{skipped}")
+        self.status.setText(f"{n} images, {len(result.pairs)} pairs scored, {n_dup} with distance ≤ 1{skipped}")
         if len(result.skipped):
             show_warning("Duplicates: skipped " + "; ".join(
                 f"{r.source}: {r.reason}" for r in result.skipped.head(3).itertuples()))
@@ -296,7 +300,7 @@ class DuplicatesWidget(QWidget):
                 cell.setBackground(QBrush(QColor(90, 90, 90) if i == j else _heat_colour(d)))
                 cell.setForeground(QBrush(QColor("white")))
                 cell.setTextAlignment(Qt.AlignCenter)
-                cell.setToolTip(f"{self.names[i]} vs {self.names[j]}: f = {d:.3f}")
+                cell.setToolTip(f"{self.names[i]} vs {self.names[j]}: distance = {d:.3f}")
                 h.setItem(i, j, cell)
 
     def _fill_pairs(self) -> None:
@@ -379,9 +383,9 @@ class DuplicatesWidget(QWidget):
                 self.viewer.add_shapes([np.array([[y0, x0], [y1, x1]], float)], shape_type="rectangle",
                                        name=f"{PAIR_PREFIX}{tag} region", edge_color=colour,
                                        face_color="transparent", edge_width=3, translate=(0, shift))
-            what = f"f = {row['distance']:.3f}, p = {row['probability']:.3f}, {row['transform']}"
+            what = f"distance = {row['distance']:.3f}, p = {row['probability']:.3f}, {row['transform']}"
         else:
-            what = f"f = {self.matrix[a, b]:.3f}"
+            what = f"distance = {self.matrix[a, b]:.3f}"
         self.status.setText(f"{self.names[a]} | {self.names[b]}: {what}")
         self.viewer.reset_view()
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .io import MODEL_FORMAT, atomic_save, build_net, model_metadata, net_state,
 from .model import SiameseNet
 
 DEFAULT_WEIGHTS = "default.safetensors"
+SOFT_FLOOR = 0.25      # the fused distance is itself from here up, and stays above 0 below
 COMPILED_CHUNK = 128   # rows per call of a compiled network (one shape, compiled once)
 
 
@@ -43,6 +45,52 @@ def pose_stack(x: torch.Tensor, poses: str) -> torch.Tensor:
     if poses == "dihedral+invert":
         out += [1 - t for t in out]
     return torch.stack(out)
+
+
+@lru_cache(maxsize=1)
+def pose_composition() -> np.ndarray:
+    """``(16, 16)`` int: ``C[s, t]`` is the pose "t, then s" (indices into ``pose_stack``'s order)."""
+    # no symmetry of its own: neither a flip or turn of itself, nor of its inversion
+    x = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.45, 0.6, 0.65, 0.8, 0.95]).reshape(1, 1, 3, 3)
+    poses = pose_stack(x, "dihedral+invert")[:, 0]                          # (16, 1, 3, 3)
+    out = np.empty((16, 16), np.int64)
+    for t in range(16):
+        after = pose_stack(poses[t].unsqueeze(0), "dihedral+invert")[:, 0]
+        for s in range(16):
+            out[s, t] = int(((poses - after[s]).abs().flatten(1).amax(1) < 1e-6).nonzero()[0, 0])
+    return out
+
+
+@lru_cache(maxsize=1)
+def pose_inverse() -> tuple[int, ...]:
+    """``inv[p]``: the pose that undoes pose ``p`` (``C[inv[p], p] == 0``)."""
+    comp = pose_composition()
+    return tuple(int(np.flatnonzero(comp[:, p] == 0)[0]) for p in range(len(comp)))
+
+
+def soft_floor(z, floor: float = SOFT_FLOOR) -> np.ndarray:
+    """``z`` from ``floor`` up, ``floor * exp((z - floor) / floor)`` below: positive, increasing,
+    smooth at ``floor``, so a fused distance keeps ``>= 0`` and its order, and ``<= 1`` still
+    means what it meant."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z >= floor, z, floor * np.exp(np.minimum(z - floor, 0.0) / floor))
+
+
+@dataclass(frozen=True)
+class PairwiseProgress:
+    """A report of :meth:`ForensicModel.iter_pairwise`: pixel checks ``done`` of ``total`` (0 of
+    0 without the check); ``matrix`` is set on the last report."""
+
+    done: int
+    total: int
+    matrix: np.ndarray | None = None
+    stage: str = "pairwise"
+
+    @property
+    def message(self) -> str:
+        if self.matrix is not None:
+            return "matrix done"
+        return f"{self.done} of {self.total} pairs checked" if self.total else "embedding"
 
 
 @dataclass(frozen=True)
@@ -80,11 +128,18 @@ class ForensicModel:
         Added to f in every pose but the image's own before the minimum over poses is taken:
         ``min(f_own, min_other f + pose_penalty)``. The minimum of many distances is biased low
         for different images, and re-used images mostly keep their pose; 0 is the plain minimum.
+    pixel_check : (weight, center) or None
+        Adds the pixel check (:mod:`~napari_siamforensic.core.pixels`: the best normalised
+        cross-correlation ``match`` of the two images' band-passed thumbnails over flips,
+        quarter turns, crops and sizes) to f: the distance becomes
+        ``soft_floor(f + weight * (center - match))``. Fitted on held-out pairs by
+        :func:`calibrate_pixels`; None (models you train) leaves f alone.
     """
 
     def __init__(self, net: SiameseNet, device: str = "auto", *, precision: str = "fp32",
                  poses: str = "none", batch_size: int = 256, info: dict | None = None,
-                 calibration: tuple[float, float] = (1.0, 0.0), pose_penalty: float = 0.0):
+                 calibration: tuple[float, float] = (1.0, 0.0), pose_penalty: float = 0.0,
+                 pixel_check: tuple[float, float] | None = None):
         if not isinstance(net, SiameseNet):
             raise TypeError(f"`net` must be a SiameseNet, got {type(net).__name__}")
         self.device = resolve_device(device)
@@ -95,6 +150,7 @@ class ForensicModel:
         self.info = dict(info or {})
         self.calibration = self._check_calibration(calibration)
         self.pose_penalty = pose_penalty
+        self.pixel_check = pixel_check
         self.net = net.to(self.device).eval()
         self.net.to(memory_format=torch.channels_last)
         self._compiled = None      # torch.compile'd network (see compile())
@@ -109,6 +165,45 @@ class ForensicModel:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 10.0:
             raise ValueError(f"`pose_penalty` must be a number in [0, 10], got {value!r}")
         self._pose_penalty = float(value)
+
+    @property
+    def pixel_check(self) -> tuple[float, float] | None:
+        return self._pixel_check
+
+    @pixel_check.setter
+    def pixel_check(self, value) -> None:
+        if value is None:
+            self._pixel_check = None
+            return
+        try:
+            weight, center = (float(v) for v in value)
+        except Exception:
+            raise TypeError(f"`pixel_check` must be None or a pair (weight, center), got {value!r}") from None
+        if not (np.isfinite(weight) and 0.0 < weight <= 100.0 and np.isfinite(center) and -1.0 <= center <= 2.0):
+            raise ValueError(f"`pixel_check` needs a weight in (0, 100] and a center in [-1, 2], got {value!r}")
+        self._pixel_check = (weight, center)
+
+    def _use_pixels(self, pixels, poses: str) -> bool:
+        if pixels is None:
+            return self._pixel_check is not None and poses != "none"
+        if not isinstance(pixels, bool):
+            raise TypeError(f"`pixels` must be True, False or None, got {pixels!r}")
+        if pixels and self._pixel_check is None:
+            raise ValueError("`pixels=True` needs the model's `pixel_check` (weight, center), and this model has "
+                             "none; fit it on held-out pairs with `calibrate_pixels`, or pass pixels=False")
+        return pixels
+
+    def fuse(self, f, match) -> np.ndarray:
+        """f and the pixel check's ``match`` (same shape) -> the fused distance
+        ``soft_floor(f + weight * (center - match))``. f unchanged where ``match`` is NaN (not
+        checked) or the model has no ``pixel_check``."""
+        f = np.asarray(f, dtype=np.float64)
+        if self._pixel_check is None:
+            return f.copy()
+        weight, center = self._pixel_check
+        m = np.asarray(match, dtype=np.float64)
+        fused = soft_floor(f + weight * (center - np.nan_to_num(m, nan=center)))
+        return np.where(np.isnan(m), f, fused)
 
     def _pose_offsets(self, n_poses: int) -> torch.Tensor:
         """``(P, 1)``: 0 for the image's own pose (the first), ``pose_penalty`` for the others."""
@@ -263,23 +358,35 @@ class ForensicModel:
         return self.embed(images) * self.alpha[None, :]
 
     @torch.no_grad()
-    def distance(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
-        """The forensic distance f per pair, ``(N,)``; ``f <= 1`` means "b is a manipulated copy
-        of a". With ``poses`` other than ``"none"``, the minimum of f over those poses of b."""
+    def distance(self, images_a, images_b, *, poses: str | None = None, pixels: bool | None = None) -> np.ndarray:
+        """The forensic distance per pair, ``(N,)``; ``<= 1`` means "b is a manipulated copy of
+        a".
+
+        ``poses="none"`` is the paper's raw f. Other ``poses`` take the minimum of f over those
+        poses of b (with ``pose_penalty``), and, where the model has a ``pixel_check`` (the
+        bundled default model does), add the pixel check: ``soft_floor(f + weight * (center -
+        match))`` (see :meth:`fuse`). ``pixels=False`` leaves it out, ``True`` asks for it."""
         a, b = as_image_list(images_a, "images_a"), as_image_list(images_b, "images_b")
         check_pair_lists(a, b)
         poses = self._check_poses(self.poses if poses is None else poses)
+        use_pixels = self._use_pixels(pixels, poses)
         ea = self.embed_tensor(prepare_batch(a, self.input_size, self.device))
         eb = self._embed_poses(prepare_batch(b, self.input_size, self.device), poses)    # (P, N, D)
         d = ((ea.unsqueeze(0) - eb).abs() * self.net.alpha.float()).sum(-1)               # (P, N)
-        return (d + self._pose_offsets(d.shape[0])).min(dim=0).values.cpu().numpy()
+        f = (d + self._pose_offsets(d.shape[0])).min(dim=0).values.cpu().numpy()
+        if not use_pixels:
+            return f
+        from .pixels import pair_match
 
-    def same_probability(self, images_a, images_b, *, poses: str | None = None) -> np.ndarray:
+        return self.fuse(f, pair_match(a, b).score).astype(np.float32)
+
+    def same_probability(self, images_a, images_b, *, poses: str | None = None,
+                         pixels: bool | None = None) -> np.ndarray:
         """The probability that b is a manipulated copy of a, per pair, ``(N,)`` in [0, 1].
 
-        ``sigmoid(scale * (1 - f) + offset)`` with this model's ``calibration``; with the
-        default ``(1, 0)`` it is the paper's ``sigmoid(1 - f)``."""
-        return self.probability_from_distance(self.distance(images_a, images_b, poses=poses))
+        ``sigmoid(scale * (1 - d) + offset)`` of :meth:`distance` ``d`` with this model's
+        ``calibration``; with the default ``(1, 0)`` it is the paper's ``sigmoid(1 - f)``."""
+        return self.probability_from_distance(self.distance(images_a, images_b, poses=poses, pixels=pixels))
 
     def probability_from_distance(self, distance) -> np.ndarray:
         """Map distances f to calibrated "same" probabilities (same shape, float32)."""
@@ -287,14 +394,46 @@ class ForensicModel:
         z = scale * (1.0 - np.asarray(distance, dtype=np.float64)) + offset
         return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)   # a sigmoid that cannot overflow
 
-    @torch.no_grad()
-    def pairwise(self, images, *, poses: str | None = None) -> np.ndarray:
-        """The matrix of f between all images, ``(N, N)``, symmetric, zero diagonal.
+    def pairwise(self, images, *, poses: str | None = None, pixels: bool | None = None) -> np.ndarray:
+        """The matrix of :meth:`distance` between all images, ``(N, N)``, symmetric, zero diagonal.
 
         With poses, ``M[i, j]`` is the minimum over poses of j (and of i, by symmetry), with
-        ``pose_penalty`` added to the poses other than j's own."""
+        ``pose_penalty`` added to the poses other than j's own; with the pixel check (as in
+        :meth:`distance`) it is fused in for every pair (``N (N - 1) / 2`` checks of a few ms
+        each, each image's thumbnails made once; :meth:`iter_pairwise` reports progress)."""
+        report = None
+        for report in self.iter_pairwise(images, poses=poses, pixels=pixels):
+            pass
+        return report.matrix
+
+    def iter_pairwise(self, images, *, poses: str | None = None, pixels: bool | None = None,
+                      chunk: int = 2048) -> Iterator["PairwiseProgress"]:
+        """:meth:`pairwise` as a generator: a :class:`PairwiseProgress` after the embeddings and
+        after every ``chunk`` pixel checks; the last one holds the matrix. Stop iterating to
+        cancel."""
         ims = as_image_list(images)
         poses = self._check_poses(self.poses if poses is None else poses)
+        use_pixels = self._use_pixels(pixels, poses)
+        chunk = check_positive_int(chunk, "chunk")
+        m = self._pose_matrix(ims, poses)
+        n = len(ims)
+        total = n * (n - 1) // 2 if use_pixels else 0
+        yield PairwiseProgress(0, total)
+        if use_pixels and n > 1:
+            from .pixels import PixelChecker
+
+            i, j = np.triu_indices(n, 1)
+            checker = PixelChecker(lambda k: ims[k])
+            match = np.empty(total, np.float32)
+            for s0 in range(0, total, chunk):
+                match[s0:s0 + chunk] = checker(i[s0:s0 + chunk], j[s0:s0 + chunk]).score
+                if s0 + chunk < total:
+                    yield PairwiseProgress(s0 + chunk, total)
+            m[i, j] = m[j, i] = self.fuse(m[i, j], match)
+        yield PairwiseProgress(total, total, m)
+
+    @torch.no_grad()
+    def _pose_matrix(self, ims: list[np.ndarray], poses: str) -> np.ndarray:
         e = self._embed_poses(prepare_batch(ims, self.input_size, self.device), poses)   # (P, N, D)
         w = self.net.alpha.float()
         n = e.shape[1]
@@ -321,7 +460,8 @@ class ForensicModel:
         tensors = net_state(self.net, torch.float16 if dtype == "float16" else None)
         meta = model_metadata(self.net, {"poses": self.poses, "info": self.info,
                                          "calibration": list(self.calibration),
-                                         "pose_penalty": self.pose_penalty})
+                                         "pose_penalty": self.pose_penalty,
+                                         "pixel_check": list(self.pixel_check) if self.pixel_check else None})
         return atomic_save(tensors, path, meta)
 
     def identity(self) -> str:
@@ -358,6 +498,41 @@ def calibrate(model: ForensicModel, distances, is_duplicate) -> tuple[float, flo
     return model.calibration
 
 
+def calibrate_pixels(model: ForensicModel, f, match, is_duplicate) -> tuple[float, float]:
+    """Fit ``model.pixel_check`` (weight, center) on held-out pairs (never the training ones)
+    and set it on the model. Returns (weight, center).
+
+    ``f``: ``(N,)`` distances without the check (``model.distance(a, b, pixels=False)``);
+    ``match``: ``(N,)`` pixel-check scores (:func:`~napari_siamforensic.core.pixels.pair_match`);
+    ``is_duplicate``: ``(N,)`` booleans with both classes. A logistic regression of
+    ``is_duplicate`` on (f, match), with the classes weighted equally, gives the line where
+    duplicates and different images are equally likely; (weight, center) put it at
+    ``f + weight * (center - match) == 1``, so ``distance <= 1`` stays the decision. Refit
+    ``calibration`` (:func:`calibrate`) on the fused distances afterwards.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    f = np.asarray(f, dtype=np.float64).ravel()
+    m = np.asarray(match, dtype=np.float64).ravel()
+    y = np.asarray(is_duplicate).astype(bool).ravel()
+    if not (f.shape == m.shape == y.shape) or f.size < 4:
+        raise ValueError(f"`f`, `match` and `is_duplicate` must be equal-length 1D arrays of >= 4 pairs, got shapes "
+                         f"{np.shape(f)}, {np.shape(match)} and {np.shape(is_duplicate)}")
+    if not (np.isfinite(f).all() and np.isfinite(m).all()):
+        raise ValueError("`f` and `match` must be finite")
+    if y.all() or not y.any():
+        raise ValueError("`is_duplicate` must hold both duplicates and non-duplicates to calibrate")
+    lr = LogisticRegression(C=1e4, class_weight="balanced").fit(np.c_[f, m], y)
+    coef_f, coef_m = (float(v) for v in lr.coef_[0])
+    if coef_f >= 0 or coef_m <= 0:
+        raise ValueError("calibration failed: on these pairs a larger f or a smaller match does not mean fewer "
+                         f"duplicates (coefficients f {coef_f:.3g}, match {coef_m:.3g})")
+    weight = coef_m / -coef_f
+    center = (1.0 + float(lr.intercept_[0]) / coef_f) / weight
+    model.pixel_check = (weight, center)
+    return model.pixel_check
+
+
 def default_weights_path() -> Path:
     """Where the bundled default model lives inside the installed package."""
     return Path(str(resources.files("napari_siamforensic") / "weights" / DEFAULT_WEIGHTS))
@@ -389,11 +564,17 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
         calibration = tuple(json.loads(meta.get("calibration", "[1.0, 0.0]")))
     except json.JSONDecodeError:
         raise ValueError(f"{str(path)!r}: its calibration metadata is not valid JSON") from None
+    try:
+        pixel_check = json.loads(meta.get("pixel_check", "null"))
+        pixel_check = None if pixel_check is None else tuple(pixel_check)
+    except (json.JSONDecodeError, TypeError):
+        raise ValueError(f"{str(path)!r}: its pixel_check metadata is not a pair of numbers") from None
     if pose_penalty is None:
         try:
             pose_penalty = float(json.loads(meta.get("pose_penalty", "0")))
         except (json.JSONDecodeError, TypeError, ValueError):
             raise ValueError(f"{str(path)!r}: its pose_penalty metadata is not a number") from None
     return ForensicModel(net, device, precision=precision, calibration=calibration, pose_penalty=pose_penalty,
+                         pixel_check=pixel_check,
                          poses=poses if poses is not None else (stored_poses if stored_poses in POSES else "none"),
                          batch_size=batch_size, info=info if isinstance(info, dict) else {})

@@ -30,7 +30,7 @@ from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, E
                     crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
-from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch
+from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch, match_transform
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
                       load_item_image)
@@ -335,17 +335,22 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         del checker, parts
     t_verify = time.perf_counter() - t0 - t_embed - t_search
     matched = match >= MATCH_THRESHOLD                 # NaN compares False
-    # evidence order: pixel-verified pairs by match, then the rest by the smaller distance
-    keep = np.lexsort((b, a, np.fmin(d, dc), np.where(matched, -match, 0.0), ~matched))
+    # the table's distance is ForensicModel.distance's: f with the pixel check fused in (where
+    # the model has a pixel_check and the pair was checked); the evidence that orders and
+    # thresholds the table is the same with the smaller of f and crop f
+    fused = model.fuse(d, match)
+    evidence = model.fuse(np.fmin(d, dc), match)
+    # evidence order: pixel-verified pairs by match, then the rest by that distance
+    keep = np.lexsort((b, a, evidence, np.where(matched, -match, 0.0), ~matched))
     if threshold is not None:
-        keep = keep[(np.fmin(d, dc)[keep] <= threshold) | matched[keep]]
+        keep = keep[(evidence[keep] <= threshold) | matched[keep]]
     # a rendered PDF page contains its own embedded images: such a pair is not evidence
     contained = np.array([contains_the_other(refs[i], refs[j]) for i, j in zip(a[keep].tolist(), b[keep].tolist())],
                          bool)
     n_contained = int(contained.sum())
     keep = keep[~contained] if n_contained else keep
-    a, b, d, dc, crop_pose, crop_of_b, match, matched = (x[keep] for x in (a, b, d, dc, crop_pose, crop_of_b, match,
-                                                                          matched))
+    a, b, d, dc, fused, crop_pose, crop_of_b, match, matched = (
+        x[keep] for x in (a, b, d, dc, fused, crop_pose, crop_of_b, match, matched))
 
     # transforms of the best pose for every pair (the crop window's where it matched better, the
     # pixel check's where it verified the pair); keypoint localisation for the best ones
@@ -366,7 +371,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     for r in np.flatnonzero(matched):
         k = int(keep[r])
         pose[r], of_b[r] = pix.pose[k], pix.of_b[k]
-        transform[r] = pix.transform(k)
+        transform[r] = match_transform(pix, k)
         box_a[r], box_b[r], method[r] = pix.box_a[k], pix.box_b[k], "pixels"
     thumbs: dict[int, tuple[np.ndarray, float]] = {}
     n_loc = min(localize, len(a))
@@ -402,13 +407,13 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     verified = np.array([m in ("orb-ransac", "pixels") for m in method], bool) | matched
     if verified.any():
         order = np.argsort(~verified, kind="stable")
-        a, b, d, dc, inliers, match = a[order], b[order], d[order], dc[order], inliers[order], match[order]
+        a, b, d, dc, fused, inliers, match = (x[order] for x in (a, b, d, dc, fused, inliers, match))
         transform, box_a, box_b, method = ([seq[i] for i in order] for seq in (transform, box_a, box_b, method))
 
     pairs = pd.DataFrame({
-        "a": a.astype(np.int64), "b": b.astype(np.int64), "distance": d.astype(np.float64),
-        "crop_distance": dc.astype(np.float64), "match": match.astype(np.float64),
-        "probability": model.probability_from_distance(d).astype(np.float64),
+        "a": a.astype(np.int64), "b": b.astype(np.int64), "distance": fused.astype(np.float64),
+        "f": d.astype(np.float64), "crop_distance": dc.astype(np.float64), "match": match.astype(np.float64),
+        "probability": model.probability_from_distance(fused).astype(np.float64),
         "transform": pd.Series(transform, dtype=object),
         "box_a": pd.Series(box_a, dtype=object), "box_b": pd.Series(box_b, dtype=object),
         "inliers": inliers, "method": pd.Series(method, dtype=object),

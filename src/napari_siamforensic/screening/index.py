@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from ..core.data import prepare_batch
-from ..core.scoring import ForensicModel, pose_stack
+from ..core.scoring import ForensicModel, pose_composition, pose_inverse, pose_stack
 from .sources import ItemRef
 
 STORE_FORMAT = "napari-siamforensic/screen-store/1"
@@ -108,27 +108,6 @@ def crop_query_poses(poses: str, pose_embedding: str = "basis") -> tuple[int, ..
 def crop_rows(crop_poses) -> int:
     """Rows of crop windows per item: ``CROP_GRID ** 2`` windows in each of ``crop_poses``."""
     return CROP_GRID * CROP_GRID * len(crop_poses)
-
-
-@lru_cache(maxsize=1)
-def pose_composition() -> np.ndarray:
-    """``(16, 16)`` int: ``C[s, t]`` is the pose "t, then s" (indices into ``pose_stack``'s order)."""
-    # no symmetry of its own: neither a flip or turn of itself, nor of its inversion
-    x = torch.tensor([0.0, 0.1, 0.25, 0.3, 0.45, 0.6, 0.65, 0.8, 0.95]).reshape(1, 1, 3, 3)
-    poses = pose_stack(x, "dihedral+invert")[:, 0]                          # (16, 1, 3, 3)
-    out = np.empty((16, 16), np.int64)
-    for t in range(16):
-        after = pose_stack(poses[t].unsqueeze(0), "dihedral+invert")[:, 0]
-        for s in range(16):
-            out[s, t] = int(((poses - after[s]).abs().flatten(1).amax(1) < 1e-6).nonzero()[0, 0])
-    return out
-
-
-@lru_cache(maxsize=1)
-def pose_inverse() -> tuple[int, ...]:
-    """``inv[p]``: the pose that undoes pose ``p`` (``C[inv[p], p] == 0``)."""
-    comp = pose_composition()
-    return tuple(int(np.flatnonzero(comp[:, p] == 0)[0]) for p in range(len(comp)))
 
 
 @dataclass(frozen=True)

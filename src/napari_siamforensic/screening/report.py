@@ -1,12 +1,15 @@
 """The result of a screen: tables, and a report a person reads (HTML), plus CSV / JSON.
 
 ``ScreenResult.items``   id, source, page, panel (x0, y0, x1, y1) or None, object, kind, document
-``ScreenResult.pairs``   a, b (item ids), distance, crop_distance, match, probability, transform,
-                         box_a, box_b, inliers, method; best evidence first: pairs verified
-                         by their pixels (match >= 0.6, best match first) or by keypoints
-                         (method "orb-ransac"), then the rest by the smaller of distance and
-                         crop_distance; crop_distance is NaN without crop windows, match
-                         without the pixel check
+``ScreenResult.pairs``   a, b (item ids), distance, f, crop_distance, match, probability,
+                         transform, box_a, box_b, inliers, method; best evidence first: pairs
+                         verified by their pixels (match >= 0.6, best match first) or by
+                         keypoints (method "orb-ransac"), then the rest by the smaller of
+                         distance and crop distance. f is the whole images' f (pose minimum),
+                         crop_distance a crop window's (NaN without crop windows), match the
+                         pixel check's (NaN without it); distance is f with match fused in as
+                         ``ForensicModel.distance`` does (``ForensicModel.fuse``; f itself for a
+                         model without ``pixel_check``), and probability is calibrated on it
 ``ScreenResult.skipped`` source, page, reason
 
 The HTML page is one self-contained file (thumbnails as base64 PNG with the matched regions
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 ITEM_COLUMNS = ["id", "source", "page", "panel", "object", "kind", "document"]
-PAIR_COLUMNS = ["a", "b", "distance", "crop_distance", "match", "probability", "transform", "box_a", "box_b", "inliers", "method"]
+PAIR_COLUMNS = ["a", "b", "distance", "f", "crop_distance", "match", "probability", "transform", "box_a", "box_b", "inliers", "method"]
 SKIPPED_COLUMNS = ["source", "page", "reason"]
 THUMB_SIDE = 220
 BOX_COLOURS = ("#e8112d", "#1f77ff")
@@ -158,13 +161,15 @@ class ScreenResult:
                 cells.append(f'<figure>{img}<figcaption><b>#{item_id}</b> {_provenance(meta)}'
                              f'<br>region {html.escape(str(pair[f"box_{side}"]))}</figcaption></figure>')
             verdict = "duplicate" if pair["distance"] <= 1.0 else "different"
+            whole_f = pair.get("f", np.nan)
+            crop_txt = "" if whole_f is None or not np.isfinite(whole_f) else f" &middot; f = {whole_f:.3f}"
             crop_f = pair.get("crop_distance", np.nan)
-            crop_txt = "" if crop_f is None or not np.isfinite(crop_f) else f" &middot; crop f = {crop_f:.3f}"
+            crop_txt += "" if crop_f is None or not np.isfinite(crop_f) else f" &middot; crop f = {crop_f:.3f}"
             match = pair.get("match", np.nan)
             crop_txt += "" if match is None or not np.isfinite(match) else f" &middot; match = {match:.2f}"
             rows.append(
                 f'<section class="pair {verdict}" data-a="{int(pair["a"])}" data-b="{int(pair["b"])}">'
-                f'<h2>{rank}. f = {pair["distance"]:.3f}{crop_txt} &middot; p(same) = {pair["probability"]:.3f} '
+                f'<h2>{rank}. distance = {pair["distance"]:.3f}{crop_txt} &middot; p(same) = {pair["probability"]:.3f} '
                 f'&middot; <span class="verdict">{verdict}</span></h2>'
                 f'<p class="transform">transform a &rarr; b: {html.escape(str(pair["transform"]))} '
                 f'({html.escape(str(pair.get("method", "")))}, {pair.get("inliers", 0)} inliers)</p>'

@@ -1,0 +1,375 @@
+"""Pixel check of image pairs: normalised cross-correlation of band-passed thumbnails.
+
+Used by the screen on every candidate pair (``screening``) and by
+:meth:`~napari_siamforensic.core.scoring.ForensicModel.distance`, which adds it to f
+(``ForensicModel.pixel_check``).
+
+The embedding finds candidates; on corpora of panels of one kind (textures, cell fields) it
+also finds many different images that merely look alike, and its distance ranks them close to
+the real copies (the embedding's best pose is often wrong there too). A re-used image is the
+same pixels, so the check asks for that directly:
+
+* each item becomes a **check thumbnail**: gray, its longer side resized to ``SIDE`` (64) px,
+  rank-equalised (ninth session: erased rectangles and levels changes no longer dominate),
+  band-passed (a difference of Gaussians, sigma 0.7 and 3 px), which takes out the smooth
+  shading and the pixel noise that make different images of one texture correlate; and a
+  ``COARSE`` (32) px one made the same way;
+* the smaller picture is slid over the other at each relative size of ``SCALES`` (a copy may
+  be a crop of the other, down to half its side), in both directions, in each of the 8 flips
+  and quarter turns of the larger, and the normalised cross-correlation (NCC) is computed at
+  every offset at once by FFT; ``|NCC|`` because an inverted copy correlates at -1. This runs
+  on the coarse thumbnails; the best direction and pose is then measured again on the 64 px
+  ones (both directions where the pictures are about the same);
+* ``match`` is that best ``|NCC|``; its offset and size give the matched region in both
+  images, its pose, size and sign the transform.
+
+Pairs that score from 0.5 on are measured once more at sizes 3 % apart around the best
+(``REFINE``; ``SCALES`` are 10 % apart), for a truer scale and region.
+
+On the 1,000 generated panels of ``benchmarks/screen.py`` (30 neighbours per item: 24,501
+candidate pairs, 49 of them planted) planted copies matched 0.85-0.97 and unrelated ones at
+most 0.53, so ``MATCH_THRESHOLD`` is 0.6; among 10,000 panels (269,873 pairs) 35 unrelated
+pairs reached it (at most 0.707) and 5 of 431 planted copies did not (docs/screening.md,
+*Eighth session*). With rank-equalised thumbnails (ninth session) the 1,000 panels' planted
+copies matched 0.76-0.97 and unrelated ones at most 0.48.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .scoring import pose_inverse
+
+SIDE = 64
+COARSE = 32
+SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+COARSE_SCALES = (1.0, 0.8, 0.6)
+REFINE = (0.94, 0.97, 1.0, 1.03, 1.06)
+MATCH_THRESHOLD = 0.6
+MIN_TEMPLATE = 12          # px of the check thumbnail: smaller templates correlate by chance
+
+
+def check_thumbnail(image: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """The check thumbnail of a gray image: ``(h, w)`` float32 with ``max(h, w) == side``,
+    rank-equalised and band-passed (difference of Gaussians, sigma 0.7 and 3 px). Its
+    intensity scale does not matter: the correlation is normalised."""
+    g = np.asarray(image, np.float32)
+    if g.ndim != 2:
+        raise ValueError(f"check_thumbnail needs a 2D gray image, got shape {g.shape}")
+    return _band_pass(_to_side(g, side))
+
+
+def _to_side(g: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = g.shape
+    s = side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    resample = Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(np.ascontiguousarray(g, np.float32)).resize(size, resample), np.float32)
+
+
+def _band_pass(t: np.ndarray) -> np.ndarray:
+    """Rank-equalise (equal values keep one rank, so flat stays flat), then a difference of
+    Gaussians. Equalising first makes the check blind to levels and gamma, and keeps the sharp
+    edges of an erased or pasted rectangle (black or white on a dim picture) from outweighing
+    the picture itself."""
+    from scipy import ndimage as ndi
+    from scipy.stats import rankdata
+
+    t = np.asarray(t, np.float32)
+    if t.size > 1:
+        t = ((rankdata(t, method="average").reshape(t.shape) - 1.0) / (t.size - 1)).astype(np.float32)
+    return (ndi.gaussian_filter(t, 0.7) - ndi.gaussian_filter(t, 3.0)).astype(np.float32)
+
+
+def _dihedral(x: np.ndarray, pose: int) -> np.ndarray:
+    """Pose ``pose`` (0-15; inversion ignored) as :func:`~napari_siamforensic.core.scoring.pose_stack`
+    makes it: mirror left-right for 4-7, then ``pose % 4`` counter-clockwise quarter turns."""
+    p = int(pose) % 8
+    return np.rot90(x[:, ::-1] if p >= 4 else x, p % 4)
+
+
+def _resized(t: np.ndarray, c: float) -> np.ndarray:
+    if c == 1.0:
+        return t
+    from PIL import Image
+
+    h, w = t.shape
+    size = (max(1, round(w * c)), max(1, round(h * c)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(t, np.float32)).resize(size, Image.Resampling.BOX),
+                      np.float32)
+
+
+@dataclass
+class PixelMatch:
+    """Per pair: ``score`` (best ``|NCC|``; 0 where nothing could be compared: an unreadable
+    item, or a flat one), and the matched box in each image's own pixels ``(x0, y0, x1, y1)``
+    (None where ``score`` is 0)."""
+
+    score: np.ndarray
+    box_a: list
+    box_b: list
+    pose: np.ndarray = None       # the relation, in the terms of ``localize.pose_match``:
+    of_b: np.ndarray = None       # pose ``pose`` of b matches a (True) or of a matches b
+    scale: np.ndarray = None      # size of a's content in b / in a (pixels of b per pixel of a)
+    rel: np.ndarray = None        # the template's size relative to its check thumbnail
+
+    @classmethod
+    def empty(cls, m: int) -> "PixelMatch":
+        """``m`` pairs not compared (yet): score 0, no boxes, identity relation."""
+        return cls(np.zeros(m, np.float32), [None] * m, [None] * m, np.zeros(m, np.int64), np.ones(m, bool),
+                   np.ones(m, np.float64), np.ones(m, np.float64))
+
+    @classmethod
+    def concat(cls, parts: list["PixelMatch"]) -> "PixelMatch":
+        """Consecutive runs of pairs as one."""
+        out = cls.empty(0)
+        for name in ("score", "pose", "of_b", "scale", "rel"):
+            setattr(out, name, np.concatenate([getattr(p, name) for p in parts] or [getattr(out, name)]))
+        out.box_a = [x for p in parts for x in p.box_a]
+        out.box_b = [x for p in parts for x in p.box_b]
+        return out
+
+
+class PixelChecker:
+    """Scores pairs of items by the correlation of their check thumbnails (see the module's
+    doc). Thumbnails are made once per item from ``image_of(i)`` (an array, or None when the
+    item cannot be read).
+
+    Two stages: every pose (8: flips and quarter turns; inversion by ``|NCC|``), both
+    directions and every scale of ``scales`` on ``coarse``-px thumbnails; then the best of
+    those again on ``side``-px thumbnails, which gives the score and the boxes."""
+
+    def __init__(self, image_of, *, side: int = SIDE, coarse: int = COARSE, scales=SCALES,
+                 coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 512,
+                 refine_from: float = 0.5):
+        self.image_of, self.side, self.coarse, self.block = image_of, side, coarse, block
+        self.refine_from = refine_from
+        self.scales, self.coarse_scales = tuple(scales), tuple(coarse_scales)
+        self._thumb: dict[int, tuple | None] = {}
+        self._prep: OrderedDict[tuple[int, str], tuple] = OrderedDict()
+        self._cache_items = cache_items
+
+    def thumb(self, i: int):
+        """``(fine thumbnail, coarse thumbnail, shape of the item's image)`` or None; kept for
+        the checker's life (float16, about 10 KB per item)."""
+        if i not in self._thumb:
+            img = self.image_of(i)
+            if img is None:
+                self._thumb[i] = None
+            else:
+                g = np.asarray(img, np.float32)
+                if g.ndim != 2:
+                    raise ValueError(f"a check thumbnail needs a 2D gray image, got shape {g.shape}")
+                fine = _to_side(g, self.side)
+                self._thumb[i] = (_band_pass(fine).astype(np.float16),
+                                  _band_pass(_to_side(fine, self.coarse)).astype(np.float16), g.shape)
+        return self._thumb[i]
+
+    def _prepared(self, i: int, stage: str):
+        """Templates of item ``i`` at every scale of the stage, and (coarse) its 8 posed frames;
+        those of the last ``cache_items`` items are kept (about 45 KB coarse and 100 KB fine
+        per item)."""
+        key = (i, stage)
+        if key in self._prep:
+            self._prep.move_to_end(key)
+            return self._prep[key]
+        fine, coarse, _ = self._thumb[i]
+        if stage == "coarse":
+            t = coarse.astype(np.float32)
+            out = _templates(t, self.coarse_scales, self.coarse) + _posed(t, range(8), self.coarse)
+        else:
+            out = _templates(fine.astype(np.float32), self.scales, self.side)
+        self._prep[key] = out
+        if len(self._prep) > 2 * self._cache_items:
+            self._prep.popitem(last=False)
+        return out
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> PixelMatch:
+        """Scores and boxes of the pairs ``(a[m], b[m])``."""
+        m = len(a)
+        out = PixelMatch.empty(m)
+        order = np.lexsort((b, a))            # an item's prepared frames are reused while it lasts
+        for s in range(0, m, self.block):
+            rows = [int(r) for r in order[s:s + self.block]
+                    if self.thumb(int(a[r])) is not None and self.thumb(int(b[r])) is not None]
+            if rows:
+                self._block(rows, a, b, out)
+        self._refine(np.flatnonzero(out.score >= self.refine_from), a, b, out)
+        return out
+
+    def _block(self, rows, a, b, out: PixelMatch):
+        ca = [self._prepared(int(a[r]), "coarse") for r in rows]
+        cb = [self._prepared(int(b[r]), "coarse") for r in rows]
+        # stage 1, coarse: a inside b in each of b's poses, and b inside a in each of a's poses
+        ab = _correlate(np.stack([x[2] for x in cb]), np.stack([x[3] for x in cb]),
+                        np.stack([x[0] for x in ca]), np.stack([x[1] for x in ca]))
+        ba = _correlate(np.stack([x[2] for x in ca]), np.stack([x[3] for x in ca]),
+                        np.stack([x[0] for x in cb]), np.stack([x[1] for x in cb]))
+        a_in_b = ab[0] >= ba[0]
+        pose = np.where(a_in_b, ab[1], ba[1])
+        # stage 2, fine: the better direction in its best pose, every scale; where that was the
+        # whole frame (scale 1: the two are about the same picture) the other direction too,
+        # in the inverse pose (the coarse scores of the two often tie there)
+        both = np.where(a_in_b, ab[2], ba[2]) == 0
+        jobs = [(k, bool(d), int(q)) for k, (d, q) in enumerate(zip(a_in_b, pose))]
+        inverse = pose_inverse()
+        jobs += [(k, not bool(a_in_b[k]), inverse[int(pose[k])]) for k in np.flatnonzero(both)]
+        t_item = [int(a[rows[k]]) if d else int(b[rows[k]]) for k, d, _ in jobs]
+        i_item = [int(b[rows[k]]) if d else int(a[rows[k]]) for k, d, _ in jobs]
+        ft = [self._prepared(i, "fine") for i in t_item]
+        self._fine([(rows[k], d, q, t, i) for (k, d, q), t, i in zip(jobs, t_item, i_item)], ft, self.scales, out)
+
+    def _fine(self, jobs, templates, scales, out: PixelMatch) -> None:
+        """Jobs ``(row, a inside b?, pose of the image item, template item, image item)`` with
+        their templates ``(tmps (C, S, S), sizes (C, 2))`` at ``scales`` (one list for all, or one
+        per job): keep each row's best."""
+        fi = [_posed(self._thumb[i][0].astype(np.float32), [q], self.side) for _, _, q, _, i in jobs]
+        val, _, cj, oy, ox, sign = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
+                                              np.stack([x[0] for x in templates]), np.stack([x[1] for x in templates]))
+        for j in np.argsort(val, kind="stable"):          # the best job of each pair is written last
+            r, d, q, t_item, i_item = jobs[j]
+            if val[j] <= out.score[r]:
+                continue
+            out.score[r] = val[j]
+            th, tw = templates[j][1][cj[j]]
+            t_shape, i_thumb, i_shape = self._thumb[t_item][2], self._thumb[i_item][0], self._thumb[i_item][2]
+            whole = (0, 0, int(t_shape[1]), int(t_shape[0]))
+            inside = _unpose_box((int(ox[j]), int(oy[j]), int(ox[j] + tw), int(oy[j] + th)), q, i_thumb.shape, i_shape)
+            out.box_a[r], out.box_b[r] = (whole, inside) if d else (inside, whole)
+            # d: the template a (resized by c) lies inside b in pose q, i.e. pose q of b matches a
+            c = float(scales[j][cj[j]] if isinstance(scales, list) else scales[cj[j]])
+            la, lb = (max(t_shape), max(i_shape)) if d else (max(i_shape), max(t_shape))
+            out.pose[r] = q + (8 if sign[j] < 0 else 0)
+            out.of_b[r] = d
+            out.scale[r] = c * lb / la if d else lb / (c * la)
+            out.rel[r] = c
+
+    def _refine(self, rows, a, b, out: PixelMatch) -> None:
+        """Matched rows again, at sizes 3 % apart around the best (``SCALES`` are 10 % apart):
+        a truer scale and box."""
+        jobs, templates, scales = [], [], []
+        for r in rows:
+            d, q = bool(out.of_b[r]), int(out.pose[r]) % 8
+            t_item, i_item = (int(a[r]), int(b[r])) if d else (int(b[r]), int(a[r]))
+            sc = [float(out.rel[r]) * f for f in REFINE]
+            jobs.append((r, d, q, t_item, i_item))
+            templates.append(_templates(self._thumb[t_item][0].astype(np.float32), sc, self.side))
+            scales.append(sc)
+        for s in range(0, len(jobs), self.block):
+            sl = slice(s, s + self.block)
+            self._fine(jobs[sl], templates[sl], scales[sl], out)
+
+
+def _templates(t: np.ndarray, scales, S: int):
+    """``t`` resized by each scale, zero-mean and unit-norm, in ``(C, S, S)`` frames, and the
+    sizes ``(C, 2)`` (0 where too small or flat: never matched)."""
+    C = len(scales)
+    tmps = np.zeros((C, S, S), np.float32)
+    tsize = np.zeros((C, 2), np.int64)
+    for j, c in enumerate(scales):
+        r = _resized(t, c)
+        th, tw = r.shape
+        if th < MIN_TEMPLATE or tw < MIN_TEMPLATE or th > S or tw > S:
+            continue
+        r = r - r.mean()
+        nrm = float(np.sqrt((r * r).sum()))
+        if nrm < 1e-6:
+            continue
+        tmps[j, :th, :tw] = r / nrm
+        tsize[j] = (th, tw)
+    return tmps, tsize
+
+
+def _posed(t: np.ndarray, poses, S: int):
+    """``t`` in each pose, in ``(P, S, S)`` frames, and the posed shapes ``(P, 2)``."""
+    poses = list(poses)
+    imgs = np.zeros((len(poses), S, S), np.float32)
+    shape = np.zeros((len(poses), 2), np.int64)
+    for j, q in enumerate(poses):
+        im = _dihedral(t, q)
+        imgs[j, :im.shape[0], :im.shape[1]] = im
+        shape[j] = im.shape
+    return imgs, shape
+
+
+def _correlate(imgs, ishape, tmps, tsize):
+    """For each k, the best ``|NCC|`` of the templates ``tmps[k]`` (``(C, S, S)``, sizes
+    ``tsize[k]``) at every offset where they lie inside the frames ``imgs[k]`` (``(P, S, S)``,
+    the posed images, sizes ``ishape[k]``). Returns arrays ``(value, pose index, scale index,
+    y, x, sign of the correlation)`` (value 0 where no template fits; sign -1: inverted)."""
+    n, P, S, _ = imgs.shape
+    C = tmps.shape[1]
+    yy = torch.arange(S)
+    th = torch.from_numpy(tsize[..., 0])
+    tw = torch.from_numpy(tsize[..., 1])
+    boxes = ((yy.view(1, 1, -1, 1) < th.view(n, C, 1, 1)) & (yy.view(1, 1, 1, -1) < tw.view(n, C, 1, 1))).float()
+    # numerator and the window sums of the image (for its local variance), all by FFT: the
+    # frames are S x S and a valid offset never wraps around
+    I = torch.from_numpy(imgs)
+    FI, FI2 = torch.fft.rfft2(I)[:, :, None], torch.fft.rfft2(I * I)[:, :, None]      # (n, P, 1, S, S/2+1)
+    FT = torch.conj(torch.fft.rfft2(torch.from_numpy(tmps)))[:, None]                   # (n, 1, C, ...)
+    FB = torch.conj(torch.fft.rfft2(boxes))[:, None]
+    num = torch.fft.irfft2(FI * FT, s=(S, S))                                           # (n, P, C, S, S)
+    s1 = torch.fft.irfft2(FI * FB, s=(S, S))
+    s2 = torch.fft.irfft2(FI2 * FB, s=(S, S))
+    h = th.view(n, 1, C, 1, 1)
+    w = tw.view(n, 1, C, 1, 1)
+    area = (h * w).clamp(min=1).float()
+    var = s2 - s1 * s1 / area
+    yy = yy.view(1, 1, 1, -1, 1)
+    xx = torch.arange(S).view(1, 1, 1, 1, -1)
+    hs = torch.from_numpy(ishape[..., 0]).view(n, P, 1, 1, 1)
+    ws = torch.from_numpy(ishape[..., 1]).view(n, P, 1, 1, 1)
+    valid = (h > 0) & (yy <= hs - h) & (xx <= ws - w) & (var > 1e-6 * area * _scale2(imgs))
+    ncc = torch.where(valid, num * num / var.clamp(min=1e-20), torch.zeros(())).view(n, -1)    # NCC squared
+    val, arg = ncc.max(1)
+    sign = torch.sign(torch.gather(num.reshape(n, -1), 1, arg[:, None])[:, 0]).numpy()
+    pj, rest = np.divmod(arg.numpy(), C * S * S)
+    cj, rest = np.divmod(rest, S * S)
+    oy, ox = np.divmod(rest, S)
+    return np.minimum(np.sqrt(val.numpy()), 1.0), pj, cj, oy, ox, sign
+
+
+def _scale2(imgs: np.ndarray) -> torch.Tensor:
+    """Per image, the mean square of its pixels ``(n, 1, 1, 1, 1)``: flat windows (variance
+    under a millionth of it) are not compared."""
+    ms = (imgs.astype(np.float64) ** 2).mean(axis=(1, 2, 3)) + 1e-12
+    return torch.from_numpy(ms.astype(np.float32)).view(-1, 1, 1, 1, 1)
+
+
+def _scale_box(box, thumb_shape, shape) -> tuple[int, int, int, int]:
+    """A box in a check thumbnail -> the item's own pixels."""
+    fy, fx = shape[0] / thumb_shape[0], shape[1] / thumb_shape[1]
+    x0, y0, x1, y1 = box
+    return (int(round(x0 * fx)), int(round(y0 * fy)), int(min(shape[1], round(x1 * fx))),
+            int(min(shape[0], round(y1 * fy))))
+
+
+def _unpose_box(box, pose: int, thumb_shape, shape) -> tuple[int, int, int, int]:
+    """A box in the posed thumbnail of X -> X's own pixels (through the pose's inverse)."""
+    h, w = thumb_shape
+    idx = _dihedral(np.arange(h * w).reshape(h, w), pose)
+    x0, y0, x1, y1 = box
+    sel = idx[y0:y1, x0:x1]
+    rows, cols = sel // w, sel % w
+    return _scale_box((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1),
+                      thumb_shape, shape)
+
+
+def pair_match(images_a, images_b) -> PixelMatch:
+    """The pixel check of the pairs ``(images_a[i], images_b[i])`` (checked 2D gray arrays,
+    as :func:`~napari_siamforensic._validation.as_image_list` gives them)."""
+    images = list(images_a) + list(images_b)
+    n = len(images_a)
+    if len(images_b) != n:
+        raise ValueError(f"pair_match needs as many images in b as in a, got {n} and {len(images_b)}")
+    return PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n))
+
+
+__all__ = ["SIDE", "SCALES", "MATCH_THRESHOLD", "check_thumbnail", "PixelChecker", "PixelMatch",
+           "pair_match"]
