@@ -304,6 +304,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
     _screen_order_rows(rows, res, truth, planted, src, args)
+    _candidate_recall_by_kind(rows, res, planted, src, folder)
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -459,6 +460,30 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
             ious.append(box_iou(tuple(got_box), box) if got_box is not None else 0.0)
         if ious:
             rows["IoU mean / min (pixel check, verified planted pairs)"] = f"{np.mean(ious):.3f} / {np.min(ious):.3f}"
+
+
+def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
+    """Which planted copies the search finds (any item's candidates): by the share of the
+    original the copy keeps, and by its pose; where the search loses the rest."""
+    pairs = {(min(x, y), max(x, y)) for x, y in zip(res.pairs["a"].tolist(), res.pairs["b"].tolist())}
+    found, area, posed = [], [], []
+    for o, c, box, (mirror, turns) in planted:
+        with Image.open(Path(folder) / o) as im:
+            w, h = im.size
+        x0, y0, x1, y1 = box
+        area.append((x1 - x0) * (y1 - y0) / (w * h))
+        posed.append(bool(mirror) or turns % 4 != 0)
+        found.append((min(src[o], src[c]), max(src[o], src[c])) in pairs)
+    found, area, posed = np.array(found), np.array(area), np.array(posed)
+    for lo, hi in ((0.0, 0.5), (0.5, 0.7), (0.7, 1.01)):
+        m = (area >= lo) & (area < hi)
+        if m.any():
+            rows[f"among the candidates: planted copies keeping {lo:.0%}-{min(hi, 1):.0%} of the original"] = (
+                f"{found[m].mean():.3f} of {int(m.sum())}")
+    for flag, name in ((False, "as it is"), (True, "mirrored or turned")):
+        m = posed == flag
+        if m.any():
+            rows[f"among the candidates: planted copies {name}"] = f"{found[m].mean():.3f} of {int(m.sum())}"
 
 
 PANEL_KINDS = ("blobs", "cells", "fibres", "texture")
