@@ -84,10 +84,9 @@ def _parse(argv=None):
 
 def _pixel_match(a, b) -> np.ndarray:
     """The pixel check (``core.pixels``) of the pairs ``(a[i], b[i])``: best |NCC|."""
-    from napari_siamforensic._validation import as_image_list
     from napari_siamforensic.core.pixels import pair_match
 
-    return pair_match(as_image_list(a), as_image_list(b)).score.astype(np.float64)
+    return pair_match(a, b).score.astype(np.float64)
 
 
 def _model_methods(args) -> dict:

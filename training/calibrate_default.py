@@ -22,8 +22,7 @@ import argparse
 import numpy as np
 
 import napari_siamforensic as sf
-from napari_siamforensic._validation import as_image_list
-from napari_siamforensic.core.pixels import PixelChecker
+from napari_siamforensic.core.pixels import pair_match
 from napari_siamforensic.core.scoring import calibrate_pixels
 from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
 from napari_siamforensic.evaluation.reuse import make_reuse_set
@@ -39,9 +38,7 @@ def pairs(model, parents, seed, n_per_family):
     b = [t.positive for t in trip] + [t.negative_random for t in trip] + [t.negative_hard for t in trip]
     y = np.r_[np.ones(len(trip)), np.zeros(2 * len(trip))].astype(bool)
     f = np.asarray(model.distance(a, b, pixels=False), np.float64)
-    images = as_image_list(a) + as_image_list(b)
-    n = len(a)
-    match = PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n)).score.astype(np.float64)
+    match = pair_match(a, b).score.astype(np.float64)
     return f, match, y
 
 

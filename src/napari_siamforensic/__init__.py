@@ -5,7 +5,7 @@ Importing this package never imports napari or Qt.
 """
 from .core.config import DeformConfig, ModelConfig, TrainConfig
 from .core.deform import Clutter, Deformer, deform_images
-from .core.scoring import ForensicModel, calibrate, load_model
+from .core.scoring import ForensicModel, calibrate, calibrate_pixels, load_model
 from .core.segment import Segmenter
 from .core.train import TrainReport, iter_train, train
 from .screening import ScreenResult, iter_screen, screen
@@ -22,6 +22,7 @@ __all__ = [
     "ForensicModel",
     "load_model",
     "calibrate",
+    "calibrate_pixels",
     "Segmenter",
     "screen",
     "iter_screen",

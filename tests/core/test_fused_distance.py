@@ -142,3 +142,26 @@ def test_iter_pairwise_reports_progress_and_ends_with_the_pairwise_matrix(model)
     assert [(r.done, r.total) for r in plain] == [(0, 0), (0, 0)] and plain[0].message == "embedding"
     with pytest.raises(ValueError, match="chunk"):
         next(model.iter_pairwise(ims, chunk=0))
+
+
+@pytest.mark.parametrize("stored", [(1.0,), (0.0, 0.5), ("a", "b")], ids=["one number", "weight 0", "words"])
+def test_a_file_with_bad_pixel_check_metadata_is_refused(model, tmp_path, stored):
+    model._pixel_check = stored              # past the setter, as a foreign or damaged file would hold it
+    path = model.save(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="pixel_check"):
+        sf.load_model(path, device="cpu")
+
+
+def test_calibrate_pixels_is_public(model):
+    assert sf.calibrate_pixels is calibrate_pixels and "calibrate_pixels" in sf.__all__
+
+
+def test_pair_match_checks_its_input_like_distance():
+    a = scene(70, 120)
+    rgb = np.dstack([a, a, a])
+    got = pair_match([a], [rgb[:, ::-1]])                       # colour, mirrored: the same pixels
+    assert got.score[0] > 0.9
+    with pytest.raises(ValueError, match="images_b"):
+        pair_match([a, a], [a])
+    with pytest.raises(ValueError):
+        pair_match([np.full((32, 32), np.nan)], [a])

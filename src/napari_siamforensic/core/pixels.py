@@ -362,12 +362,14 @@ def _unpose_box(box, pose: int, thumb_shape, shape) -> tuple[int, int, int, int]
 
 
 def pair_match(images_a, images_b) -> PixelMatch:
-    """The pixel check of the pairs ``(images_a[i], images_b[i])`` (checked 2D gray arrays,
-    as :func:`~napari_siamforensic._validation.as_image_list` gives them)."""
-    images = list(images_a) + list(images_b)
-    n = len(images_a)
-    if len(images_b) != n:
-        raise ValueError(f"pair_match needs as many images in b as in a, got {n} and {len(images_b)}")
+    """The pixel check of the pairs ``(images_a[i], images_b[i])``: images as
+    ``ForensicModel.distance`` takes them (arrays, gray or RGB, or sequences of them)."""
+    from .._validation import as_image_list, check_pair_lists
+
+    a, b = as_image_list(images_a, "images_a"), as_image_list(images_b, "images_b")
+    check_pair_lists(a, b)
+    images = a + b
+    n = len(a)
     return PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n))
 
 

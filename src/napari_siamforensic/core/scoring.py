@@ -566,8 +566,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", *,
         raise ValueError(f"{str(path)!r}: its calibration metadata is not valid JSON") from None
     try:
         pixel_check = json.loads(meta.get("pixel_check", "null"))
-        pixel_check = None if pixel_check is None else tuple(pixel_check)
-    except (json.JSONDecodeError, TypeError):
+        pixel_check = None if pixel_check is None else tuple(float(v) for v in pixel_check)
+        if pixel_check is not None and len(pixel_check) != 2:
+            raise TypeError
+    except (json.JSONDecodeError, TypeError, ValueError):
         raise ValueError(f"{str(path)!r}: its pixel_check metadata is not a pair of numbers") from None
     if pose_penalty is None:
         try:
