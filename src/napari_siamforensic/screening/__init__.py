@@ -197,7 +197,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         The model passed in is not changed. Falls back to eager, with a warning, when
         compiling fails.
     verify : bool
-        Check every candidate pair's pixels (:mod:`~napari_siamforensic.screening.verify`):
+        Check every candidate pair's pixels (:mod:`~napari_siamforensic.core.pixels`):
         the normalised cross-correlation of band-passed 64 px thumbnails, over the 8 flips and
         quarter turns, both directions and the relative sizes 1 to 1/2, gives each pair a
         ``match`` (0-1) and its region and transform. Pairs from ``MATCH_THRESHOLD`` (0.6) on
@@ -208,8 +208,11 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         pairs and 426 of 431 planted copies reached 0.6 (docs/screening.md, *Eighth session*).
         Costs about 1-1.5 ms per candidate pair on 2 CPU cores, and reads each item's image
         once more. With
-        ``threshold``, a verified pair is kept whatever its distance. ``False``: no check,
-        ``match`` is NaN.
+        ``threshold``, a verified pair is kept whatever its distance. Where the model has a
+        ``pixel_check`` (the bundled model does), the table's ``distance`` is f with ``match``
+        fused in as :meth:`ForensicModel.distance <napari_siamforensic.core.scoring.ForensicModel.distance>`
+        does, and ``f`` holds the whole images' f. ``False``: no check, ``match`` is NaN and
+        ``distance`` is f.
     """
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
                    whiten=whiten, crops=crops, verify=verify, compile=compile)
