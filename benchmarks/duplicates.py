@@ -4,7 +4,7 @@ Prints markdown tables (the figures quoted in docs/evaluation.md):
 
 1. the figure-re-use set (napari_siamforensic.evaluation.reuse): triplet accuracy overall,
    per manipulation family, random vs hard negatives, pair ROC AUC, accuracy of the
-   ``f <= 1`` decision, and seconds per pair, for every method on the SAME pairs;
+   ``distance <= 1`` decision, and seconds per pair, for every method on the SAME pairs;
 2. the paper's synthetic protocol (classes of 10 deformations, 10 repeats), beside the
    paper's 0.854.
 
@@ -168,7 +168,7 @@ def _reuse_section(args, methods: dict, model) -> dict:
     per_family = pd.concat(per_family, axis=1)
     print("## Figure re-use set\n")
     print(markdown_table(summary))
-    print("\n`decision_acc`: balanced accuracy of `f <= 1` (the model's fixed threshold; baselines have no "
+    print("\n`decision_acc`: balanced accuracy of `distance <= 1` (the model's fixed threshold; baselines have no "
           "such threshold). `seconds_per_pair`: wall time of the distance call over all pairs / pairs "
           "(features included; each anchor is part of three pairs).\n")
     print("### Triplet accuracy per manipulation family (both negatives)\n")

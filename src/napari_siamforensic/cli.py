@@ -854,7 +854,7 @@ def _add_evaluate_parser(sub) -> None:
         description="Builds a figure-re-use test set (manipulations written independently of the "
                     "training deformations) from parent images, scores the model and the baselines on "
                     "the same pairs and prints triplet accuracy (random and hard negatives), ROC AUC and "
-                    "the accuracy of the f <= 1 decision, overall and per manipulation family. Default "
+                    "the accuracy of the distance <= 1 decision, overall and per manipulation family. Default "
                     "parents: generated scenes from the evaluation seed range, never used for training.")
     _add_model_options(p)
     p.add_argument("--parents", nargs="+", metavar="IMAGES", default=None,
@@ -865,7 +865,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--parent-size", metavar="N", type=_int_at_least(192), default=512, help="side of generated parents, px")
     p.add_argument("--n-per-family", metavar="N", type=_int_at_least(1), default=20, help="triplets per manipulation family")
     p.add_argument("--seed", metavar="N", type=_int_at_least(0), default=0, help="seed of the test set (and of generated parents)")
-    p.add_argument("--threshold", metavar="F", type=float, default=1.0, help="decision threshold of f")
+    p.add_argument("--threshold", metavar="F", type=float, default=1.0, help="decision threshold of the distance")
     p.add_argument("--manipulate-negatives", action="store_true",
                    help="apply the family to the negatives too, so traces of a manipulation are no cue")
     p.add_argument("--baselines", nargs="+", choices=("phash", "phash_dihedral", "orb_ransac"),
