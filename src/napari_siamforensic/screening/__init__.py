@@ -204,8 +204,9 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         are verified: they lead the table, best match first, with ``method == "pixels"``
         (``"orb-ransac"`` where keypoints then confirm them). The embedding ranks different
         panels of one kind close to real copies; the pixels tell them apart: among 10,000
-        generated panels (30 candidates per item) R-precision rose from 0.010 to 0.852; 35 of 269,442 unrelated candidate
-        pairs and 426 of 431 planted copies reached 0.6 (docs/screening.md, *Eighth session*).
+        generated panels (30 candidates per item) R-precision rose from 0.010 to 0.856; 0 of
+        269,442 unrelated candidate pairs and 423 of 431 planted copies reached 0.6
+        (docs/screening.md, *Ninth session*).
         Costs about 1-1.5 ms per candidate pair on 2 CPU cores, and reads each item's image
         once more. With
         ``threshold``, a verified pair is kept whatever its distance. Where the model has a
