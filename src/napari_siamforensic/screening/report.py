@@ -4,8 +4,9 @@
 ``ScreenResult.pairs``   a, b (item ids), distance, f, crop_distance, match, probability,
                          transform, box_a, box_b, inliers, method; best evidence first: pairs
                          verified by their pixels (match >= 0.6, best match first) or by
-                         keypoints (method "orb-ransac"), then the rest by the smaller of
-                         distance and crop distance. f is the whole images' f (pose minimum),
+                         keypoints (method "orb-ransac"), then the rest by the smaller of f
+                         and crop_distance, with match fused in as for distance. f is the
+                         whole images' f (pose minimum),
                          crop_distance a crop window's (NaN without crop windows), match the
                          pixel check's (NaN without it); distance is f with match fused in as
                          ``ForensicModel.distance`` does (``ForensicModel.fuse``; f itself for a
