@@ -25,6 +25,7 @@ import napari_siamforensic as sf
 from napari_siamforensic.core.pixels import pair_match
 from napari_siamforensic.core.scoring import calibrate_pixels
 from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
+from napari_siamforensic.evaluation.metrics import decision_accuracy
 from napari_siamforensic.evaluation.reuse import make_reuse_set
 
 CALIBRATION_SEED_START = 20_000_000
@@ -40,11 +41,6 @@ def pairs(model, parents, seed, n_per_family):
     f = np.asarray(model.distance(a, b, pixels=False), np.float64)
     match = pair_match(a, b).score.astype(np.float64)
     return f, match, y
-
-
-def decision(d, y) -> float:
-    """Accuracy of ``d <= 1``, the mean over the two classes."""
-    return 0.5 * (float((d[y] <= 1).mean()) + float((d[~y] > 1).mean()))
 
 
 def reliability(p, y, bins=10):
@@ -83,8 +79,8 @@ def main():
         weight, center = calibrate_pixels(model, f_fit, m_fit, y_fit)
         print(f"pixel check: distance = soft_floor(f + {weight:.3f} * ({center:.3f} - match))")
     d_fit, d_test = model.fuse(f_fit, m_fit), model.fuse(f_test, m_test)
-    print(f"decision accuracy (<= 1) on the report pairs: f {decision(f_test, y_test):.3f}, "
-          f"distance {decision(d_test, y_test):.3f}")
+    print(f"decision accuracy (<= 1) on the report pairs: f {decision_accuracy(f_test[y_test], f_test[~y_test]):.3f}, "
+          f"distance {decision_accuracy(d_test[y_test], d_test[~y_test]):.3f}")
     scale, offset = sf.calibrate(model, d_fit, y_fit)
     p_after = model.probability_from_distance(d_test)
     brier = lambda p: float(np.mean((p - y_test) ** 2))  # noqa: E731

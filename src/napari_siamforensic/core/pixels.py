@@ -369,6 +369,12 @@ def pair_match(images_a, images_b) -> PixelMatch:
 
     a, b = as_image_list(images_a, "images_a"), as_image_list(images_b, "images_b")
     check_pair_lists(a, b)
+    return match_checked_pairs(a, b)
+
+
+def match_checked_pairs(a: list[np.ndarray], b: list[np.ndarray]) -> PixelMatch:
+    """:func:`pair_match` of images already checked (2D float32 gray, as many in ``b`` as in
+    ``a``), without checking them again."""
     images = a + b
     n = len(a)
     return PixelChecker(lambda i: images[i])(np.arange(n), np.arange(n, 2 * n))

@@ -376,9 +376,9 @@ class ForensicModel:
         f = (d + self._pose_offsets(d.shape[0])).min(dim=0).values.cpu().numpy()
         if not use_pixels:
             return f
-        from .pixels import pair_match
+        from .pixels import match_checked_pairs
 
-        return self.fuse(f, pair_match(a, b).score).astype(np.float32)
+        return self.fuse(f, match_checked_pairs(a, b).score).astype(np.float32)
 
     def same_probability(self, images_a, images_b, *, poses: str | None = None,
                          pixels: bool | None = None) -> np.ndarray:
