@@ -305,6 +305,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
     _screen_order_rows(rows, res, truth, planted, src, args)
     _candidate_recall_by_kind(rows, res, planted, src, folder)
+    if args.without_rotations and len(res.pairs) and np.isfinite(res.pairs["match"].to_numpy(float)).any():
+        _check_without_rotations(rows, res, truth)
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -462,6 +464,35 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
             rows["IoU mean / min (pixel check, verified planted pairs)"] = f"{np.mean(ious):.3f} / {np.min(ious):.3f}"
 
 
+def _check_without_rotations(rows, res, truth) -> None:
+    """The pixel check of the same candidate pairs again, with and then without its rotation
+    stage (``core.pixels``, tenth session), each timed on fresh thumbnails: the stage's cost as
+    a ratio measured in one run, and what it changes in the match."""
+    from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
+    from napari_siamforensic.screening.sources import load_item_image
+
+    paths = dict(zip(res.items["id"].to_numpy(int).tolist(), res.items["source"]))
+    a, b = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
+    images = {i: np.asarray(Image.open(paths[i]).convert("F"), np.float32) for i in set(a.tolist()) | set(b.tolist())}
+    planted = np.array([(min(x, y), max(x, y)) in truth for x, y in zip(a.tolist(), b.tolist())], bool)
+    out = {}
+    for rotations in (True, False):
+        t = time.perf_counter()
+        m = PixelChecker(images.__getitem__, rotations=rotations)(a, b)
+        out[rotations] = (time.perf_counter() - t, m.score)
+    (t_with, with_), (t_without, without) = out[True], out[False]
+    rows["pixel check s, same pairs: with / without the rotation stage"] = (
+        f"{t_with:.1f} / {t_without:.1f} ({t_with / max(t_without, 1e-9):.2f}x)")
+    for name, sel in (("planted", planted), ("unrelated", ~planted)):
+        if sel.any():
+            rows[f"match of {name} candidate pairs, with / without the rotation stage: max / min / share >= "
+                 f"{MATCH_THRESHOLD:g}"] = (f"{with_[sel].max():.3f} / {with_[sel].min():.3f} / "
+                                            f"{np.mean(with_[sel] >= MATCH_THRESHOLD):.4f} against "
+                                            f"{without[sel].max():.3f} / {without[sel].min():.3f} / "
+                                            f"{np.mean(without[sel] >= MATCH_THRESHOLD):.4f}")
+    rows["candidate pairs the rotation stage raised"] = int((with_ > without).sum())
+
+
 def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
     """Which planted copies the search finds (any item's candidates): by the share of the
     original the copy keeps, and by its pose; where the search loses the rest."""
@@ -543,6 +574,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--localize", type=int, default=100, help="planted pairs to localise per corpus")
+    p.add_argument("--without-rotations", action="store_true",
+                   help="check the screen's candidate pairs again with and without the pixel check's rotation "
+                        "stage, timed in the same run (one more check of every pair, twice)")
     p.add_argument("--search-k", type=int, default=0,
                    help="neighbours the screen searches per item (default: the largest --k); the recall in "
                         "the screen's order counts each item's best k of them")

@@ -54,11 +54,10 @@ def test_bundled_distance_adds_its_fitted_pixel_check_and_calls_the_copies_dupli
     assert weight > 0 and 0 < center < 1
     fused = np.asarray(bundled.distance(parents, copies))
     f = np.asarray(bundled.distance(parents, copies, pixels=False))
-    # a copy turned by a few degrees is the known miss of the decision (the check searches flips
-    # and quarter turns only, so its match is low; it still ranks first, see above): the others
+    # every copy, the one turned by 11.9 degrees included (the check's rotation stage, tenth
+    # session; before it that copy's low match pulled its distance up to 1.39)
     for i, (d, s) in enumerate(zip(fused, steps)):
-        if "rotate_small" not in str(s):
-            assert d <= 1.0, f"parent {i} ({s}): its copy's distance {d:.3f} is over the threshold 1 (f {f[i]:.3f})"
+        assert d <= 1.0, f"parent {i} ({s}): its copy's distance {d:.3f} is over the threshold 1 (f {f[i]:.3f})"
     # the raw paper f stays one argument away, and does not call every copy a duplicate
     raw = np.asarray(bundled.distance(parents, copies, poses="none"))
     assert raw.shape == fused.shape and not np.allclose(raw, fused)
