@@ -469,7 +469,6 @@ def _check_without_rotations(rows, res, truth) -> None:
     stage (``core.pixels``, tenth session), each timed on fresh thumbnails: the stage's cost as
     a ratio measured in one run, and what it changes in the match."""
     from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
-    from napari_siamforensic.screening.sources import load_item_image
 
     paths = dict(zip(res.items["id"].to_numpy(int).tolist(), res.items["source"]))
     a, b = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)

@@ -78,8 +78,9 @@ def test_a_turned_copy_is_verified_with_its_angle_region_and_words(angle, mirror
     assert box_iou(m.box_b[0], (0, 0, 176, 176)) > 0.9
     words = match_transform(m, 0)
     total = (angle + 90 * turns + 180) % 360 - 180             # counter-clockwise, after the mirror
-    expect = ("mirrored, " if mirror else "") + (
-        "rotated 180°" if abs(abs(total) - 180) < 1 else f"rotated {abs(round(total))}° {'ccw' if total > 0 else 'cw'}")
+    way = "ccw" if total > 0 else "cw"
+    turn = "rotated 180°" if abs(abs(total) - 180) < 1 else f"rotated {abs(round(total))}° {way}"
+    expect = ("mirrored, " if mirror else "") + turn
     # the words round the measured angle, which may be a degree or two off
     got_deg = int(words.split("rotated ")[1].split("°")[0]) if "rotated" in words else 0
     assert words.startswith("mirrored, " if mirror else "rotated") and abs(got_deg - abs(round(total))) <= 2

@@ -155,3 +155,33 @@ def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp
     assert len(strict.pairs) == 1 and strict.pairs["match"].iloc[0] >= 0.8
     with pytest.raises(TypeError, match="verify"):
         screen([str(tmp_path)], model, verify="yes")
+
+
+def test_the_screen_verifies_a_copy_turned_by_a_few_degrees_and_says_by_how_much(model, tmp_path):
+    """A fibre panel turned 9 degrees counter-clockwise, cut to its inside and mirrored, among
+    other fibre panels: the check's rotation stage verifies it (the flips-and-turns search alone
+    does not), the transform names the angle and the box in the panel surrounds the turned cut."""
+    from napari_siamforensic.core.synthetic import generate_scene
+
+    src = generate_scene("fibres", 4, (240, 240)).astype(np.float32)
+    Image.fromarray((src * 255).astype(np.uint8)).save(tmp_path / "panel.png")
+    turned = np.asarray(Image.fromarray(src).rotate(9.0, resample=Image.Resampling.BICUBIC), np.float32)
+    cut = np.ascontiguousarray(turned[40:200, 40:200][:, ::-1])
+    Image.fromarray((np.clip(cut, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "turned.jpg", quality=85)
+    for i in range(5):
+        other = generate_scene("fibres", 100 + i, (240, 240)).astype(np.float32)
+        Image.fromarray((other * 255).astype(np.uint8)).save(tmp_path / f"other{i}.png")
+    res = screen([str(tmp_path)], model, candidates=6, localize=0)
+    names = {i: os.path.basename(s) for i, s in zip(res.items["id"], res.items["source"])}
+    best = res.pairs.iloc[0]
+    assert {names[best["a"]], names[best["b"]]} == {"panel.png", "turned.jpg"}
+    assert best["match"] >= MATCH_THRESHOLD and best["method"] == "pixels"
+    # turned 9 degrees counter-clockwise, then mirrored = mirrored, then turned 9 degrees clockwise
+    assert any(best["transform"] == f"mirrored, rotated {d}° cw" for d in (8, 9, 10)), best["transform"]
+    panel_box = best["box_a"] if names[best["a"]] == "panel.png" else best["box_b"]
+    half = 80 * (np.cos(np.deg2rad(9)) + np.sin(np.deg2rad(9)))
+    assert box_iou(panel_box, (120 - half, 120 - half, 120 + half, 120 + half)) >= 0.8
+    assert (res.pairs.iloc[1:]["match"] < MATCH_THRESHOLD).all()
+    # the same pair without the rotation stage: not verified
+    pair = PixelChecker(lambda i: [src, cut][i], rotations=False)(np.array([0]), np.array([1]))
+    assert pair.score[0] < MATCH_THRESHOLD

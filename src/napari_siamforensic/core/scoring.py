@@ -131,7 +131,8 @@ class ForensicModel:
     pixel_check : (weight, center) or None
         Adds the pixel check (:mod:`~napari_siamforensic.core.pixels`: the best normalised
         cross-correlation ``match`` of the two images' band-passed thumbnails over flips,
-        quarter turns, crops and sizes) to f: the distance becomes
+        quarter turns, crops and sizes, and a small rotation read off their spectra) to f: the
+        distance becomes
         ``soft_floor(f + weight * (center - match))``. Fitted on held-out pairs by
         :func:`calibrate_pixels`; None (models you train) leaves f alone.
     """
