@@ -169,7 +169,9 @@ def estimate_rotation(profile_a: np.ndarray, profile_b: np.ndarray) -> tuple[boo
 
 def _inscribed(h: int, w: int, angle_deg: float) -> tuple[int, int]:
     """The largest upright rectangle ``(height, width)`` inside an ``h`` x ``w`` one turned by
-    ``angle_deg`` about its centre."""
+    ``angle_deg`` about its centre. (``evaluation.reuse`` has its own for the test set's small
+    rotations on purpose: the test set's manipulations are kept apart from the product's code,
+    so that a mistake here cannot hide itself in the figures.)"""
     a = np.deg2rad(abs(angle_deg) % 180.0)
     if a > np.pi / 2:
         a = np.pi - a
