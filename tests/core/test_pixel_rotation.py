@@ -95,6 +95,7 @@ def test_the_stage_only_adds_a_hypothesis_and_unrelated_pictures_stay_apart():
     assert np.all(with_.score >= without.score - 1e-6)         # the better of the two checks
     assert with_.score.max() < MATCH_THRESHOLD
     same = with_.score == without.score
+    assert (~same).any(), "the stage never ran: nothing to test"
     assert np.all(with_.angle[same] == 0) and np.all(with_.angle[~same] != 0)
     lo, hi = ROTATION_RANGE
     assert np.all((with_.angle == 0) | ((np.abs(with_.angle) >= lo) & (np.abs(with_.angle) <= hi)))
