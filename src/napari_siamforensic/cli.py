@@ -642,7 +642,8 @@ def _add_screen_parser(sub) -> None:
         description="Screens image files, PDFs and folders (searched recursively; multi-panel figures "
                     "cut into panels) for duplicated images: embeds every item in every pose, finds "
                     "--candidates nearest neighbours per item, re-scores them with the distance (f with the "
-                    "pixel check fused in, as `score` gives it) and localises the best pairs. Writes OUT/report.html (a self-contained page), "
+                    "pixel check fused in, as `score` gives it) and localises the best pairs. "
+                    "Writes OUT/report.html (a self-contained page), "
                     "OUT/pairs.csv and OUT/report.json, and prints the best pairs. Unreadable inputs are "
                     "skipped with a reason, never stop the screen. With --scheduler the reading and "
                     "embedding run on a dask.distributed cluster.")
