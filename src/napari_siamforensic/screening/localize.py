@@ -86,16 +86,22 @@ def _project_box(matrix: np.ndarray, shape_src, shape_dst) -> Box | None:
     return int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
 
 
-def pose_match(shape_a, shape_b, pose: int = 0, pose_of_b: bool = True) -> Match:
-    """Whole-frame boxes and the transform of a dihedral/inversion pose index (0-15, the order
-    of :func:`~napari_siamforensic.core.scoring.pose_stack`)."""
-    flip, rot, inv = (pose % 8) >= 4, pose % 4, pose >= 8
+def pose_linear(pose: int = 0, pose_of_b: bool = True) -> np.ndarray:
+    """The 2 x 2 map a -> b (x, y; y down) of a dihedral pose index (0-15, the order of
+    :func:`~napari_siamforensic.core.scoring.pose_stack`; inversion is not a map of the plane)."""
+    flip, rot = (pose % 8) >= 4, pose % 4
     # pose_stack flips left-right first, then turns k times by 90 degrees counter-clockwise
     # (as displayed). In (x, y) with y down, a counter-clockwise quarter turn is [[0, 1], [-1, 0]].
     turn = np.linalg.matrix_power(np.array([[0.0, 1.0], [-1.0, 0.0]]), rot)
     p = turn @ (np.diag([-1.0, 1.0]) if flip else np.eye(2))
-    linear = np.linalg.inv(p) if pose_of_b else p     # the pose maps b onto a, or a onto b
-    mirrored, cw, _ = decompose(linear)
+    return np.linalg.inv(p) if pose_of_b else p     # the pose maps b onto a, or a onto b
+
+
+def pose_match(shape_a, shape_b, pose: int = 0, pose_of_b: bool = True) -> Match:
+    """Whole-frame boxes and the transform of a dihedral/inversion pose index (0-15, the order
+    of :func:`~napari_siamforensic.core.scoring.pose_stack`)."""
+    inv = pose >= 8
+    mirrored, cw, _ = decompose(pose_linear(pose, pose_of_b))
     return Match((0, 0, int(shape_a[1]), int(shape_a[0])), (0, 0, int(shape_b[1]), int(shape_b[0])),
                  describe(mirrored, cw, 1.0, bool(inv)), mirrored=mirrored, rotation_deg=cw,
                  inverted=bool(inv), method="pose")
@@ -260,4 +266,4 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-__all__ = ["Match", "Localizer", "localize", "pose_match", "describe", "decompose", "box_iou"]
+__all__ = ["Match", "Localizer", "localize", "pose_match", "pose_linear", "describe", "decompose", "box_iou"]

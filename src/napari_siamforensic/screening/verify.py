@@ -10,28 +10,22 @@ import math
 import numpy as np
 
 from ..core.pixels import MATCH_THRESHOLD, PixelChecker, PixelMatch, pair_match
-from .localize import decompose, describe, pose_match
+from .localize import decompose, describe, pose_linear
 
 
 def match_transform(match: PixelMatch, r: int) -> str:
     """Pair ``r``'s transform a -> b in words ("mirrored, rotated 90° cw, scale 0.80"), the
     small rotation of the check's rotation stage included ("rotated 8° ccw")."""
-    m = pose_match((1, 1), (1, 1), int(match.pose[r]), bool(match.of_b[r]))
+    pose, of_b = int(match.pose[r]), bool(match.of_b[r])
     angle = float(match.angle[r]) if match.angle is not None else 0.0
     mirror_a = bool(match.mirror_a[r]) if match.mirror_a is not None else False
-    if angle == 0.0 and not mirror_a:
-        return describe(m.mirrored, m.rotation_deg, float(match.scale[r]), m.inverted)
     # a -> a' (mirrored, then turned counter-clockwise as displayed), then the pose a' -> b;
     # 2 x 2 maps of (x, y) with y down, as localize.decompose reads them
-    flip = np.diag([-1.0, 1.0])
-    t = math.radians(m.rotation_deg)
-    rel = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])      # clockwise
-    rel = rel @ flip if m.mirrored else rel
     u = math.radians(angle)
-    pre = np.array([[math.cos(u), math.sin(u)], [-math.sin(u), math.cos(u)]])       # counter-clockwise
-    pre = pre @ flip if mirror_a else pre
-    mirrored, cw, _ = decompose(rel @ pre)
-    return describe(mirrored, cw, float(match.scale[r]), m.inverted)
+    pre = np.array([[math.cos(u), math.sin(u)], [-math.sin(u), math.cos(u)]])
+    pre = pre @ np.diag([-1.0, 1.0]) if mirror_a else pre
+    mirrored, cw, _ = decompose(pose_linear(pose, of_b) @ pre)
+    return describe(mirrored, cw, float(match.scale[r]), pose >= 8)
 
 
 __all__ = ["MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "match_transform", "pair_match"]
