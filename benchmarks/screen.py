@@ -286,13 +286,14 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         res = screen([str(folder)], model, candidates=max(max(args.k), args.search_k), poses=args.poses,
                      localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
-                     crops=not args.no_crops, verify=not args.no_verify)
+                     crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
     rows["compiled"] = res.info["compiled"]
     rows["index"] = res.info["index"]
     rows["whitened search"] = res.info["whitened"]
+    rows["hub correction"] = res.info["hub_correction"]
     rows["crop rows per item"] = res.info["crop_rows"]
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
@@ -319,7 +320,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     for k in args.k:
         t = time.perf_counter()
         a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
-                                  pose_penalty=model.pose_penalty, whiten=not args.no_whiten)
+                                  pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
+                                  hub_correction=not args.no_hub_correction)
         dt = time.perf_counter() - t
         got = set(zip(a.tolist(), b.tolist()))
         rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
@@ -327,17 +329,26 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         if vectors.c:                 # the same search with whole images only, for the ratio
             t = time.perf_counter()
             ap, bp, _ = candidate_pairs(vectors.without_crops(), groups, k=k, threads=args.threads, index=args.index,
-                                        pose_penalty=model.pose_penalty, whiten=not args.no_whiten)
+                                        pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
+                                        hub_correction=not args.no_hub_correction)
             rows[f"search s @{k} (whole images only)"] = time.perf_counter() - t
             rows[f"recall@{k} (index, whole images only)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
         if res.info["whitened"]:      # the same search without whitening, for the ratio
             ap, bp, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
-                                        pose_penalty=model.pose_penalty, whiten=False)
+                                        pose_penalty=model.pose_penalty, whiten=False, hub_correction=not args.no_hub_correction)
             rows[f"recall@{k} (index, not whitened)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
+        if res.info["hub_correction"]:   # the same search without the hub correction, for the ratio
+            t = time.perf_counter()
+            ap, bp, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
+                                        pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
+                                        hub_correction=False)
+            rows[f"search s @{k} (without hub correction)"] = time.perf_counter() - t
+            rows[f"recall@{k} (index, without hub correction)"] = (
+                len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth))
         if args.ivf_check:
             t = time.perf_counter()
             ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf",
-                                        whiten=not args.no_whiten)
+                                        whiten=not args.no_whiten, hub_correction=not args.no_hub_correction)
             rows[f"recall@{k} (IVF index)"] = len(truth & set(zip(ai.tolist(), bi.tolist()))) / len(truth)
             rows[f"IVF search s @{k}"] = time.perf_counter() - t
         for probes in args.ivf_probes:
@@ -345,7 +356,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             try:
                 t = time.perf_counter()
                 ai, bi, _ = candidate_pairs(vectors, groups, k=k, threads=args.threads, index="ivf",
-                                            whiten=not args.no_whiten)
+                                            whiten=not args.no_whiten, hub_correction=not args.no_hub_correction)
                 dt_ivf = time.perf_counter() - t
                 cells = index_module.ivf_shape(vectors.index_size)[0]
             finally:
@@ -563,6 +574,9 @@ def main(argv=None):
     p.add_argument("--no-whiten", action="store_true",
                    help="screen with whiten=False (plain f search); by default the whitened search is "
                         "compared with the plain one in the same run")
+    p.add_argument("--no-hub-correction", action="store_true",
+                   help="screen with hub_correction=False (neighbours by plain distance); by default the "
+                        "index's recall with the correction is compared with it off in the same run")
     p.add_argument("--ivf-probes", type=int, nargs="*", default=[], metavar="P",
                    help="also search each store with the IVF index probing P cells (each P given, at the "
                         "default number of cells); print recall, the share of the main index's candidate pairs "

@@ -207,6 +207,13 @@ def test_screen_no_whiten_reaches_the_screen(figures, model_file, tmp_path, monk
     assert json.loads((out / "report.json").read_text())["info"]["whitened"] is False
 
 
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-hub-correction"], False)])
+def test_screen_no_hub_correction_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["hub_correction"] is expected
+    assert json.loads((out / "report.json").read_text())["info"]["hub_correction"] is expected
+
+
 @pytest.mark.parametrize("flag, expected", [([], True), (["--no-verify"], False)])
 def test_screen_no_verify_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
     seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)

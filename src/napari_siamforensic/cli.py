@@ -696,6 +696,10 @@ def _add_screen_parser(sub) -> None:
                    help="search neighbours with the plain distance f, not in the corpus's whitened "
                         "embedding space (the default from 512 stored vectors on; found 2.6x the planted "
                         "copies at 10 candidates among 5,000 generated panels)")
+    p.add_argument("--no-hub-correction", action="store_true",
+                   help="rank each item's neighbours by plain distance, without subtracting each "
+                        "neighbour's mean distance to its 10 nearest others (the default, which keeps "
+                        "panels that are near everything from filling every item's candidates)")
     p.add_argument("--no-crops", action="store_true",
                    help="search with whole images only: no 3 x 3 grid of crop windows per item (each 3/4 "
                         "of the width and height): about 6x faster; the crops find copies cut from larger "
@@ -756,7 +760,7 @@ def _cmd_screen(args) -> int:
     kw = dict(candidates=args.candidates, poses=args.poses, mode=args.mode, threshold=args.threshold,
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
               pose_embedding=args.pose_embedding, index=args.index, whiten=not args.no_whiten,
-              crops=not args.no_crops, verify=not args.no_verify)
+              crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction)
     if args.scheduler is not None:
         if args.compile:
             raise CliError("--compile is not supported with --scheduler (the workers embed eagerly)")

@@ -259,6 +259,8 @@ def test_bad_arguments_raise(folder, model):
         screen([str(folder)], model, candidates=0)
     with pytest.raises(TypeError, match="model"):
         screen([str(folder)], model=3)
+    with pytest.raises(TypeError, match="hub_correction"):
+        screen([str(folder)], model, hub_correction="no")
 
 
 def test_reports_html_csv_json(folder_reports, tmp_path):

@@ -425,7 +425,7 @@ class Vectors:
     def _tf(self, x: np.ndarray) -> np.ndarray:
         if self.transform is None:
             return x
-        return self.transform(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self.transform(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (-1,))
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """``(len(idx), P, D)`` stored poses for global row indices."""
@@ -476,10 +476,11 @@ class Vectors:
             return self
         return Vectors([c[:, :self.p] for c in self.chunks], self.pose_ids, transform=self.transform)
 
-    def transformed(self, fn) -> "Vectors":
-        """The same rows (crops included) read through ``fn`` (``(M, D) -> (M, D)``), lazily:
-        no second copy of the corpus."""
-        if self.transform is not None:
+    def transformed(self, fn, replace: bool = False) -> "Vectors":
+        """The same rows (crops included) read through ``fn`` (``(M, D) -> (M, D')``), lazily:
+        no second copy of the corpus. ``replace``: ``fn`` takes the place of a transform these
+        vectors already have (it must apply that one itself)."""
+        if self.transform is not None and not replace:
             raise ValueError("these vectors are transformed already")
         return Vectors(self.chunks, self.pose_ids, self.crop_poses, transform=fn)
 
@@ -690,6 +691,55 @@ def _fit_search_whitening(vectors: Vectors, seed: int = 0) -> Whitening | None:
     return fit_whitening(rows, sample=len(rows) + 1)
 
 
+HUB_K = 10   # hub correction: an item's radius is its mean distance to this many nearest others
+
+
+def _hub_radii(searcher, vectors: Vectors, base_item: np.ndarray, per_item: int, squared: bool,
+               query_chunk: int) -> np.ndarray:
+    """``(N,)``: each item's mean distance from its stored poses to its ``HUB_K`` nearest other
+    items (``squared``: in squared L2, the units of the L2 search), the radius the hub
+    correction subtracts."""
+    n = len(vectors)
+    kk = min(HUB_K, n - 1)
+    kf = min(n * per_item, (kk + 1) * per_item)
+    radius = np.zeros(n, np.float64)
+    for start, block in vectors.blocks(query_chunk):
+        bn, p, dim = block.shape
+        dist, nbr = searcher.search(np.ascontiguousarray(block.reshape(bn * p, dim)), kf)
+        dist = dist.reshape(bn, p * kf).astype(np.float64)
+        nbr = nbr.reshape(bn, p * kf)
+        if squared:
+            dist = dist ** 2
+        for r in range(bn):
+            o = np.argsort(dist[r], kind="stable")
+            ok = nbr[r, o] >= 0
+            cand, d = base_item[nbr[r, o][ok]], dist[r, o][ok]
+            keep = cand != start + r
+            cand, d = cand[keep], d[keep]
+            _, first = np.unique(cand, return_index=True)
+            first = np.sort(first)[:kk]
+            radius[start + r] = d[first].mean() if len(first) else 0.0
+    return radius
+
+
+def _with_column(rows: np.ndarray, column) -> np.ndarray:
+    """``rows`` ``(M, D)`` with one more coordinate (a scalar or ``(M,)``)."""
+    out = np.empty((len(rows), rows.shape[1] + 1), np.float32)
+    out[:, :-1] = rows
+    out[:, -1] = column
+    return out
+
+
+def _refill(searcher, base: np.ndarray):
+    """The same index (trained cells kept) holding ``base`` instead of its rows."""
+    if isinstance(searcher, _TorchFlat):
+        searcher.base = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
+    else:
+        searcher.reset()
+        searcher.add(np.ascontiguousarray(base, dtype=np.float32))
+    return searcher
+
+
 def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`iter_candidate_pairs` drained: ``(a, b, distance)``."""
     gen = iter_candidate_pairs(vectors, groups, **kwargs)
@@ -703,7 +753,7 @@ def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.
 def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, mode: str = "all",
                          metric: str = "l1", backend: str = "auto", query_chunk: int = 256,
                          threads: int | None = None, pose_penalty: float = 0.0, index: str = "auto",
-                         whiten: bool = True):
+                         whiten: bool = True, hub_correction: bool = True):
     """Candidate pairs ``(a, b, distance)`` with ``a < b``, each item's ``k`` nearest others.
 
     Parameters
@@ -726,6 +776,15 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     whiten : bool
         Search in the whitened space of this corpus (:func:`fit_whitening`, from
         ``WHITEN_MIN_ROWS`` index rows on); candidates are re-scored with f either way.
+    hub_correction : bool
+        Rank each item's neighbours by ``d(i, j) - r_j`` instead of ``d(i, j)``, where ``r_j``
+        is item j's mean distance to its ``HUB_K`` nearest others (the local scaling of
+        Conneau et al., 2018, "CSLS", with their k = 10). Some panels ("hubs": plain textures
+        of a common kind) are near almost everything and fill every item's list; the radius
+        takes their advantage away. It costs one more search of the stored poses (not the crop
+        windows), and is exact in the index: the rows carry one more coordinate,
+        ``max(r) - r_j`` (its square root for L2, whose distances are squared), which the
+        queries have at 0. Candidates are re-scored with f either way.
 
     Yields ``(done, total)`` items searched; returns (``StopIteration.value``, or
     ``result = yield from ...``)
@@ -757,9 +816,19 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
                 base = torch.from_numpy(va[:, :1] if vectors.all_poses else va[:, :vectors.p]).reshape(-1, dim)
                 q = torch.from_numpy(va)
                 step = 64                                     # query items at a time: no (m, P + C, m, P) block
-                d = torch.cat([torch.cdist(q[r:r + step].reshape(-1, dim), base, p=1 if metric == "l1" else 2)
-                               .reshape(min(step, m - r), p, m, -1).amin(dim=(1, 3)) for r in range(0, m, step)])
+                d_all, d_pose = [], []
+                for r in range(0, m, step):
+                    dq = torch.cdist(q[r:r + step].reshape(-1, dim), base, p=1 if metric == "l1" else 2) \
+                        .reshape(min(step, m - r), p, m, -1)
+                    d_all.append(dq.amin(dim=(1, 3)))
+                    d_pose.append(dq[:, :vectors.p].amin(dim=(1, 3)))
+                d = torch.cat(d_all)
                 d.fill_diagonal_(float("inf"))
+                if hub_correction and m > 2:                  # each member's radius in this document
+                    dp = torch.cat(d_pose)
+                    dp.fill_diagonal_(float("inf"))
+                    radius = dp.topk(min(HUB_K, m - 1), dim=1, largest=False).values.mean(1)
+                    d = d - radius[None, :]
                 kk = min(k, m - 1)
                 nn = d.topk(kk, dim=1, largest=False).indices.numpy()
                 found_a.append(np.repeat(members, kk))
@@ -769,7 +838,18 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
     else:
         base, base_item = vectors.index_rows()
         per_item = len(base) // n
+        hub = hub_correction and n > 2
+        if hub:                     # one more coordinate: 0 for the radii, then max(r) - r_j
+            base = _with_column(base, 0.0)
+            vectors = vectors.transformed(lambda x, tf=vectors.transform: _with_column(
+                x if tf is None else tf(x), 0.0), replace=True)
         searcher = build_index(base, metric, backend, threads, index=index)
+        if hub:
+            square = metric == "l2" and isinstance(searcher, _TorchFlat)   # faiss's L2 is squared already
+            radius = _hub_radii(searcher, vectors, base_item, per_item, square, query_chunk)
+            offset = radius.max() - radius
+            base[:, -1] = (offset if metric == "l1" else np.sqrt(offset))[base_item]
+            searcher = _refill(searcher, base)
         del base
         gsize = np.bincount(groups) if mode == "across" else None
         for start, block in vectors.query_blocks(query_chunk):
