@@ -703,12 +703,12 @@ def _add_screen_parser(sub) -> None:
     p.add_argument("--no-crops", action="store_true",
                    help="search with whole images only: no 3 x 3 grid of crop windows per item (each 3/4 "
                         "of the width and height): about 6x faster; the crops find copies cut from larger "
-                        "panels (recall@10 of planted copies among 10,000 generated panels 0.494 without, "
-                        "0.772 with)")
+                        "panels (recall@10 of planted copies among 10,000 generated panels 0.524 without, "
+                        "0.838 with)")
     p.add_argument("--no-verify", action="store_true",
                    help="no pixel check of the candidate pairs (the normalised cross-correlation of "
-                        "band-passed 64 px thumbnails over flips, turns and sizes, about 1-1.5 ms per pair "
-                        "on 2 CPU cores); with it, pairs whose pixels match (match >= 0.6) lead, best first")
+                        "band-passed 64 px thumbnails over flips, turns, sizes and small rotations, about "
+                        "1.8-2.6 ms per pair on 2 CPU cores); with it, pairs whose pixels match (match >= 0.6) lead, best first")
     p.add_argument("--localize", metavar="N", type=_int_at_least(0), default=50,
                    help="localise the best N pairs (matched regions and transform from keypoints)")
     p.add_argument("--max-pairs", metavar="N", type=_int_at_least(1), default=100,

@@ -182,9 +182,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         to its 10 nearest others (CSLS local scaling; see
         :func:`~napari_siamforensic.screening.index.iter_candidate_pairs`), so that panels
         that are near almost everything ("hubs") do not fill every item's candidates. One more
-        search of the stored poses. Among 10,000 generated panels (30 searched per item) it
-        raised the share of planted copies among the candidates from 0.862 to 0.906
-        (``docs/screening.md``, *Eleventh session*). The reported distances do not change.
+        search of the stored poses. Among 10,000 generated panels it raised the share of
+        planted copies among each item's 10 nearest from 0.772 to 0.838 (among 30: 0.862 to
+        0.906; ``docs/screening.md``, *Eleventh session*). The reported distances do not
+        change.
     crops : bool
         Also search with a 3 x 3 grid of crop windows of every item (each 3/4 of its width and
         height, in the poses :func:`~napari_siamforensic.screening.index.crop_query_poses`
@@ -194,7 +195,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         keypoint-verified pairs) by the smaller of the two distances. Costs 36 more forward passes per item with the default
         basis: on 2 CPU cores the screen of 10,000 generated panels took 1,077 s instead of
         ~190 s, and recall@10 of the planted copies rose from 0.494 to 0.772 (recall@1 0.342 ->
-        0.584; ``benchmarks/screen.py``). ``False`` for the fastest screen of very large corpora.
+        0.584; ``benchmarks/screen.py``, seventh session; with the hub correction 0.524 ->
+        0.838). ``False`` for the fastest screen of very large corpora.
     options : SourceOptions, optional
         Panel splitting, PDF page rendering, limits.
     threads : int, optional
@@ -215,11 +217,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         generated panels (30 candidates per item) R-precision rose from 0.010 to 0.856; 0 of
         269,442 unrelated candidate pairs and 423 of 431 planted copies reached 0.6
         (docs/screening.md, *Ninth session*).
-        Costs about 1-1.5 ms per candidate pair on 2 CPU cores, and reads each item's image
-        once more. With
-        ``threshold``, a verified pair is kept whatever its distance. Where the model has a
-        ``pixel_check`` (the bundled model does), the table's ``distance`` is f with ``match``
-        fused in as :meth:`ForensicModel.distance <napari_siamforensic.core.scoring.ForensicModel.distance>`
+        Costs about 1.8-2.6 ms per candidate pair on 2 CPU cores (with the small-rotation
+        stage), and reads each item's image once more. With ``threshold``, a verified pair is
+        kept whatever its distance. Where the model has a ``pixel_check`` (the bundled model
+        does), the table's ``distance`` is f with ``match`` fused in as :meth:`ForensicModel.distance <napari_siamforensic.core.scoring.ForensicModel.distance>`
         does, and ``f`` holds the whole images' f. ``False``: no check, ``match`` is NaN and
         ``distance`` is f.
     """

@@ -29,7 +29,8 @@ rotated, inverted or cut-out copy finds its original. The index is faiss ``Index
 the model's own metric) when faiss is installed, else an exact chunked torch search; for very
 large corpora an inverted-file index (``IndexIVFFlat``, L1) searches a few cells instead of
 every row. Memory is ``O(N * P * D)`` for the index plus one chunk of queries; there is never
-an ``N x N`` matrix. Candidates are then re-scored exactly with the pose-minimum distance of
+an ``N x N`` matrix. Neighbours are ranked with a hub correction (``hub_correction``: the
+distance minus the neighbour's mean distance to its ``HUB_K`` nearest others). Candidates are then re-scored exactly with the pose-minimum distance of
 the stored poses, in both directions.
 
 The store is a folder of chunks written atomically (``chunk-000000.npy`` vectors +
@@ -694,11 +695,11 @@ def _fit_search_whitening(vectors: Vectors, seed: int = 0) -> Whitening | None:
 HUB_K = 10   # hub correction: an item's radius is its mean distance to this many nearest others
 
 
-def _hub_radii(searcher, vectors: Vectors, base_item: np.ndarray, per_item: int, squared: bool,
+def _hub_radii(searcher, vectors: Vectors, base_item: np.ndarray, per_item: int, square: bool,
                query_chunk: int) -> np.ndarray:
     """``(N,)``: each item's mean distance from its stored poses to its ``HUB_K`` nearest other
-    items (``squared``: in squared L2, the units of the L2 search), the radius the hub
-    correction subtracts."""
+    items, the radius the hub correction subtracts. ``square``: square the distances the index
+    returns (the torch fallback's L2 is not squared, faiss's is: L2 radii are squared L2)."""
     n = len(vectors)
     kk = min(HUB_K, n - 1)
     kf = min(n * per_item, (kk + 1) * per_item)
@@ -708,7 +709,7 @@ def _hub_radii(searcher, vectors: Vectors, base_item: np.ndarray, per_item: int,
         dist, nbr = searcher.search(np.ascontiguousarray(block.reshape(bn * p, dim)), kf)
         dist = dist.reshape(bn, p * kf).astype(np.float64)
         nbr = nbr.reshape(bn, p * kf)
-        if squared:
+        if square:
             dist = dist ** 2
         for r in range(bn):
             o = np.argsort(dist[r], kind="stable")
