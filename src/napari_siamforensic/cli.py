@@ -708,7 +708,8 @@ def _add_screen_parser(sub) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="no pixel check of the candidate pairs (the normalised cross-correlation of "
                         "band-passed 64 px thumbnails over flips, turns, sizes and small rotations, about "
-                        "1.8-2.6 ms per pair on 2 CPU cores); with it, pairs whose pixels match (match >= 0.6) lead, best first")
+                        "1.8-2.6 ms per pair on 2 CPU cores); with it, pairs whose pixels match "
+                        "(match >= 0.6) lead, best first")
     p.add_argument("--localize", metavar="N", type=_int_at_least(0), default=50,
                    help="localise the best N pairs (matched regions and transform from keypoints)")
     p.add_argument("--max-pairs", metavar="N", type=_int_at_least(1), default=100,

@@ -181,33 +181,25 @@ def test_search_matches_brute_force(mode):
     k = 3
     a, b, d = candidate_pairs(vectors, groups, k=k, mode=mode, backend="torch", hub_correction=False)
     # brute force: every item's k nearest (pose-min, one direction), then symmetric distances
-    full = np.abs(v[:, None, :, :] - v[None, :, :1, :]).sum(-1).min(-1)     # (q, base)
-    np.fill_diagonal(full, np.inf)
-    same = groups[:, None] == groups[None, :]
-    if mode == "across":
-        full[same] = np.inf
-    if mode == "within":
-        full[~same] = np.inf
-    want = set()
-    for i in range(len(v)):
-        for j in np.argsort(full[i], kind="stable")[:k]:
-            want.add((min(i, j), max(i, j)))
-    assert set(zip(a.tolist(), b.tolist())) == want
+    assert set(zip(a.tolist(), b.tolist())) == _brute_force_pairs(v, groups, k, mode, hub=False)
     sym = np.minimum(np.abs(v[a][:, :1] - v[b]).sum(-1).min(1), np.abs(v[b][:, :1] - v[a]).sum(-1).min(1))
     np.testing.assert_allclose(d, sym, rtol=1e-5)
     assert np.all(np.diff(d) >= 0)
     np.testing.assert_allclose(pose_min_distance(vectors, a, b), d, rtol=1e-6)
 
 
-def _hub_brute_force(v, groups, k, mode):
-    """Each item's k nearest by d(i, j) - r_j, r_j = j's mean distance to its HUB_K nearest
-    others (in its document for "within")."""
-    full = np.abs(v[:, None, :, :] - v[None, :, :1, :]).sum(-1).min(-1)
+def _brute_force_pairs(v, groups, k, mode, hub=True):
+    """Each item's k nearest (pose-min over its poses against pose 0) by d(i, j), or with
+    ``hub`` by d(i, j) - r_j, r_j = j's mean distance to its HUB_K nearest others (in its
+    document for "within")."""
+    full = np.abs(v[:, None, :, :] - v[None, :, :1, :]).sum(-1).min(-1)     # (q, base)
     np.fill_diagonal(full, np.inf)
     same = groups[:, None] == groups[None, :]
-    own = np.where(same, full, np.inf) if mode == "within" else full
-    near = np.sort(own, 1)[:, :HUB_K]                # a document of m items has m - 1 others
-    radius = np.array([row[np.isfinite(row)].mean() for row in near])
+    radius = np.zeros(len(v))
+    if hub:
+        own = np.where(same, full, np.inf) if mode == "within" else full
+        near = np.sort(own, 1)[:, :HUB_K]            # a document of m items has m - 1 others
+        radius = np.array([row[np.isfinite(row)].mean() for row in near])
     score = full - radius[None, :]
     if mode == "across":
         score[same] = np.inf
@@ -232,7 +224,7 @@ def test_hub_correction_matches_brute_force(mode, backend):
     vectors = Vectors([v[:70], v[70:71], v[71:]])
     groups = np.repeat(np.arange(30), 10)
     a, b, d = candidate_pairs(vectors, groups, k=3, mode=mode, backend=backend, whiten=False)
-    assert set(zip(a.tolist(), b.tolist())) == _hub_brute_force(v, groups, 3, mode)
+    assert set(zip(a.tolist(), b.tolist())) == _brute_force_pairs(v, groups, 3, mode)
     # the correction changes which pairs are candidates (the hubs fill fewer lists), not their distances
     a0, b0, _ = candidate_pairs(vectors, groups, k=3, mode=mode, backend=backend, whiten=False,
                                 hub_correction=False)
