@@ -274,11 +274,16 @@ class PixelChecker:
                     raise ValueError(f"a check thumbnail needs a 2D gray image, got shape {g.shape}")
                 fine = _to_side(g, self.side)
                 eq = _equalise(fine)
-                self._thumb[i] = (_dog(eq).astype(np.float16),
-                                  _band_pass(_to_side(fine, self.coarse)).astype(np.float16), g.shape)
+                self._thumb[i] = self._thumbs(fine, g.shape, eq)
                 if self.rotations:
                     self._equalised[i] = np.round(eq * 255.0).astype(np.uint8)
         return self._thumb[i]
+
+    def _thumbs(self, fine: np.ndarray, shape, eq: np.ndarray | None = None) -> tuple:
+        """A check-thumbnail entry from a ``side``-px picture: its band-passed fine and coarse
+        thumbnails (float16) and ``shape``; ``eq``: ``fine`` rank-equalised already."""
+        eq = _equalise(fine) if eq is None else eq
+        return (_dog(eq).astype(np.float16), _band_pass(_to_side(fine, self.coarse)).astype(np.float16), shape)
 
     def _prepared(self, i: int, stage: str):
         """Templates of item ``i`` at every scale of the stage, and (coarse) its 8 posed frames;
@@ -378,9 +383,7 @@ class PixelChecker:
         fine = _to_side(turned[y0:y0 + ih, x0:x0 + iw], self.side)
         shape = self._thumb[i][2]
         fy, fx = shape[0] / h, shape[1] / w               # item pixels per thumbnail pixel
-        self._thumb[key] = (_band_pass(fine).astype(np.float16),
-                            _band_pass(_to_side(fine, self.coarse)).astype(np.float16),
-                            (max(1, round(ih * fy)), max(1, round(iw * fx))))
+        self._thumb[key] = self._thumbs(fine, (max(1, round(ih * fy)), max(1, round(iw * fx))))
         return (fy, fx, y0, x0, h, w, mirror, angle, shape)
 
     def _block(self, rows, a, b, out: PixelMatch):

@@ -712,15 +712,22 @@ def _hub_radii(searcher, vectors: Vectors, base_item: np.ndarray, per_item: int,
         if square:
             dist = dist ** 2
         for r in range(bn):
-            o = np.argsort(dist[r], kind="stable")
-            ok = nbr[r, o] >= 0
-            cand, d = base_item[nbr[r, o][ok]], dist[r, o][ok]
-            keep = cand != start + r
-            cand, d = cand[keep], d[keep]
-            _, first = np.unique(cand, return_index=True)
-            first = np.sort(first)[:kk]
-            radius[start + r] = d[first].mean() if len(first) else 0.0
+            cand, d = _ranked_items(dist[r], nbr[r], base_item)
+            d = d[cand != start + r][:kk]
+            radius[start + r] = d.mean() if len(d) else 0.0
     return radius
+
+
+def _ranked_items(dist: np.ndarray, nbr: np.ndarray, base_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One query item's search results (its rows' index rows ``nbr`` at ``dist``, -1 for none)
+    as items, nearest first, each once at its smallest distance: ``(items, distances)``."""
+    o = np.argsort(dist, kind="stable")
+    hit = nbr[o]
+    ok = hit >= 0
+    items, d = base_item[hit[ok]], dist[o][ok]
+    _, first = np.unique(items, return_index=True)
+    first = np.sort(first)
+    return items[first], d[first]
 
 
 def _with_column(rows: np.ndarray, column) -> np.ndarray:
@@ -817,15 +824,17 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
                 base = torch.from_numpy(va[:, :1] if vectors.all_poses else va[:, :vectors.p]).reshape(-1, dim)
                 q = torch.from_numpy(va)
                 step = 64                                     # query items at a time: no (m, P + C, m, P) block
+                hub = hub_correction and m > 2
                 d_all, d_pose = [], []
                 for r in range(0, m, step):
                     dq = torch.cdist(q[r:r + step].reshape(-1, dim), base, p=1 if metric == "l1" else 2) \
                         .reshape(min(step, m - r), p, m, -1)
                     d_all.append(dq.amin(dim=(1, 3)))
-                    d_pose.append(dq[:, :vectors.p].amin(dim=(1, 3)))
+                    if hub:
+                        d_pose.append(dq[:, :vectors.p].amin(dim=(1, 3)))
                 d = torch.cat(d_all)
                 d.fill_diagonal_(float("inf"))
-                if hub_correction and m > 2:                  # each member's radius in this document
+                if hub:                                       # each member's radius in this document
                     dp = torch.cat(d_pose)
                     dp.fill_diagonal_(float("inf"))
                     radius = dp.topk(min(HUB_K, m - 1), dim=1, largest=False).values.mean(1)
@@ -863,15 +872,9 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
             nbr = nbr.reshape(bn, p * kf)
             for r in range(bn):
                 i = ids[r]
-                o = np.argsort(dist[r], kind="stable")
-                cand = nbr[r, o]
-                cand = base_item[cand[cand >= 0]]
-                if mode == "across":
-                    cand = cand[groups[cand] != groups[i]]
-                else:
-                    cand = cand[cand != i]
-                _, first = np.unique(cand, return_index=True)
-                cand = cand[np.sort(first)][:k]
+                cand, _ = _ranked_items(dist[r], nbr[r], base_item)
+                cand = cand[groups[cand] != groups[i]] if mode == "across" else cand[cand != i]
+                cand = cand[:k]
                 found_a.append(np.full(len(cand), i))
                 found_b.append(cand)
             yield start + bn, n
