@@ -83,10 +83,12 @@ def _parse(argv=None):
 
 
 def _pixel_match(a, b) -> np.ndarray:
-    """The pixel check (``core.pixels``) of the pairs ``(a[i], b[i])``: best |NCC|."""
+    """The pixel check (``core.pixels``) of the pairs ``(a[i], b[i])``: best |NCC|; 0 where it
+    could compare nothing (NaN from ``pair_match``: a picture too thin or flat), since a
+    method scored alone has no f to fall back on."""
     from napari_siamforensic.core.pixels import pair_match
 
-    return pair_match(a, b).score.astype(np.float64)
+    return np.nan_to_num(pair_match(a, b).score.astype(np.float64), nan=0.0)
 
 
 def _model_methods(args) -> dict:

@@ -496,9 +496,9 @@ def _check_without_rotations(rows, res, truth) -> None:
     for name, sel in (("planted", planted), ("unrelated", ~planted)):
         if sel.any():
             rows[f"match of {name} candidate pairs, with / without the rotation stage: max / min / share >= "
-                 f"{MATCH_THRESHOLD:g}"] = (f"{with_[sel].max():.3f} / {with_[sel].min():.3f} / "
+                 f"{MATCH_THRESHOLD:g}"] = (f"{np.nanmax(with_[sel]):.3f} / {np.nanmin(with_[sel]):.3f} / "
                                             f"{np.mean(with_[sel] >= MATCH_THRESHOLD):.4f} against "
-                                            f"{without[sel].max():.3f} / {without[sel].min():.3f} / "
+                                            f"{np.nanmax(without[sel]):.3f} / {np.nanmin(without[sel]):.3f} / "
                                             f"{np.mean(without[sel] >= MATCH_THRESHOLD):.4f}")
     rows["candidate pairs the rotation stage raised"] = int((with_ > without).sum())
 

@@ -45,6 +45,24 @@ def test_fuse_adds_the_weighted_match_and_keeps_f_where_not_checked(model):
     np.testing.assert_array_equal(model.fuse(f, m), f)
 
 
+def test_a_wide_strip_is_checked_and_one_too_thin_to_check_keeps_its_f(model):
+    """A blot-lane-like strip (5 times as wide as high) and its mirrored copy: the check
+    matches them and the fused distance stays a duplicate's. A strip too thin for any template
+    (64 x 3 px on its check thumbnail) is not compared: its match is NaN and its distance is f,
+    not f pushed over the line as if the pixels differed (before the twelfth session the strip
+    matched 0.08 and its distance was pushed over 1, and the thin one's f too)."""
+    strip = scene(42, (60, 300)).astype(np.float32)
+    thin = scene(43, (16, 340)).astype(np.float32)
+    a, b = [strip, thin], [strip[:, ::-1].copy(), thin[:, ::-1].copy()]
+    match = pair_match(as_image_list(a), as_image_list(b)).score
+    f = model.distance(a, b, pixels=False)
+    d = model.distance(a, b)
+    assert match[0] > 0.9 and np.isnan(match[1])
+    np.testing.assert_allclose(d, model.fuse(f, match), rtol=1e-5, atol=1e-6)
+    assert d[0] <= soft_floor(f[0]) and d[0] < 1.0                # the match pulls the copy in
+    assert d[1] == pytest.approx(f[1], rel=1e-6)
+
+
 def test_distance_fuses_the_pixel_check_and_the_raw_f_is_one_argument_away(model):
     a = scene(40, 200)
     c = scene(41, 200)
@@ -114,6 +132,12 @@ def test_calibrate_pixels_recovers_a_known_boundary(model):
     assert model.pixel_check == (weight, center)
     fused = model.fuse(f, m)
     assert ((fused <= 1) == y).mean() > 0.85
+    # pairs the check could not compare (NaN) are left out of the fit, not read as match 0
+    m_nan = m.copy()
+    m_nan[:5000] = np.nan
+    y_odd = y.copy()
+    y_odd[:5000] = ~y[:5000]                     # whatever their labels, they do not move the fit
+    assert calibrate_pixels(model, f, m_nan, y_odd) == calibrate_pixels(model, f[5000:], m[5000:], y[5000:])
 
 
 def test_calibrate_pixels_refuses_what_it_cannot_fit(model):
@@ -123,6 +147,10 @@ def test_calibrate_pixels_refuses_what_it_cannot_fit(model):
         calibrate_pixels(model, [0.1, 0.2], [0.9, 0.8, 0.7], [True, False])
     with pytest.raises(ValueError, match="finite"):
         calibrate_pixels(model, [0.1, np.nan, 0.3, 0.4], [0.9, 0.8, 0.7, 0.6], [True, False, True, False])
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_pixels(model, [0.1, 0.2, 0.3, 0.4], [0.9, np.inf, 0.7, 0.6], [True, False, True, False])
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_pixels(model, [0.1, 0.2, 0.3, 0.4, 0.5], [0.9, np.nan, 0.7, np.nan, 0.6], [True, False] * 2 + [True])
     rng = np.random.default_rng(1)
     f, m = rng.uniform(0, 2, 400), rng.uniform(0, 1, 400)
     with pytest.raises(ValueError, match="calibration failed"):

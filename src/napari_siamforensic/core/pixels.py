@@ -61,7 +61,8 @@ SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 COARSE_SCALES = (1.0, 0.8, 0.6)
 REFINE = (0.94, 0.97, 1.0, 1.03, 1.06)
 MATCH_THRESHOLD = 0.6
-MIN_TEMPLATE = 12          # px of the check thumbnail: smaller templates correlate by chance
+MIN_TEMPLATE = 12          # a template needs the area of 12 x 12 px of the 64 px check thumbnail ...
+MIN_TEMPLATE_SIDE = 6      # ... and 6 px on its shorter side: smaller ones correlate by chance
 ROTATION_RANGE = (1.5, 20.0)   # degrees: the small rotations the check turns a picture by
 ROTATION_MIN_STRENGTH = 0.6    # ... where the two angular profiles correlate at least this well
 _PROFILE_BINS = 180            # angular profile of a thumbnail's power spectrum, 1 degree bins
@@ -208,9 +209,13 @@ def _resized(t: np.ndarray, c: float) -> np.ndarray:
 
 @dataclass
 class PixelMatch:
-    """Per pair: ``score`` (best ``|NCC|``; 0 where nothing could be compared: an unreadable
-    item, or a flat one), and the matched box in each image's own pixels ``(x0, y0, x1, y1)``
-    (None where ``score`` is 0)."""
+    """Per pair: ``score`` (best ``|NCC|``; NaN where nothing could be compared: an unreadable
+    item, a flat one, or one too thin for any template, under ``MIN_TEMPLATE_SIDE`` px of its
+    check thumbnail across), and the matched box in each image's own pixels
+    ``(x0, y0, x1, y1)`` (None where nothing matched). ``compared``: False where ``score`` is
+    NaN. A NaN score is no evidence either way: ``ForensicModel.fuse`` leaves f alone there.
+    (Before the twelfth session such pairs scored 0, and the fused distance counted them as
+    pixels that differ.)"""
 
     score: np.ndarray
     box_a: list
@@ -221,18 +226,21 @@ class PixelMatch:
     rel: np.ndarray = None        # the template's size relative to its check thumbnail
     angle: np.ndarray = None      # degrees counter-clockwise a was turned by (after mirroring it
     mirror_a: np.ndarray = None   # left-right where ``mirror_a``) before ``pose`` relates it to b
+    compared: np.ndarray = None   # a template fitted somewhere: False where ``score`` is NaN
 
     @classmethod
     def empty(cls, m: int) -> "PixelMatch":
-        """``m`` pairs not compared (yet): score 0, no boxes, identity relation."""
+        """``m`` pairs not compared (yet): score 0 (the checker's starting point; NaN once a
+        check is done and nothing could be compared), no boxes, identity relation."""
         return cls(np.zeros(m, np.float32), [None] * m, [None] * m, np.zeros(m, np.int64), np.ones(m, bool),
-                   np.ones(m, np.float64), np.ones(m, np.float64), np.zeros(m, np.float64), np.zeros(m, bool))
+                   np.ones(m, np.float64), np.ones(m, np.float64), np.zeros(m, np.float64), np.zeros(m, bool),
+                   np.zeros(m, bool))
 
     @classmethod
     def concat(cls, parts: list["PixelMatch"]) -> "PixelMatch":
         """Consecutive runs of pairs as one."""
         out = cls.empty(0)
-        for name in ("score", "pose", "of_b", "scale", "rel", "angle", "mirror_a"):
+        for name in ("score", "pose", "of_b", "scale", "rel", "angle", "mirror_a", "compared"):
             setattr(out, name, np.concatenate([getattr(p, name) for p in parts] or [getattr(out, name)]))
         out.box_a = [x for p in parts for x in p.box_a]
         out.box_b = [x for p in parts for x in p.box_b]
@@ -320,6 +328,7 @@ class PixelChecker:
                     and self._thumb.get(int(b[r])) is not None]
             for s in range(0, len(rows), self.block):
                 self._rotated(rows[s:s + self.block], a, b, out)
+        out.score[~out.compared] = np.nan
         return out
 
     def _profile_of(self, i: int) -> np.ndarray:
@@ -358,9 +367,9 @@ class PixelChecker:
                 self._prep.pop((key, "fine"), None)
         for j, k in enumerate(keep):
             r = rows[k]
-            if not sub.score[j] > out.score[r]:
+            if not (sub.compared[j] and (sub.score[j] > out.score[r] or not out.compared[r])):
                 continue
-            for name in ("score", "pose", "of_b", "scale", "rel"):
+            for name in ("score", "pose", "of_b", "scale", "rel", "compared"):
                 getattr(out, name)[r] = getattr(sub, name)[j]
             out.angle[r], out.mirror_a[r] = float(angle[k]), bool(mirror[k])
             out.box_b[r] = sub.box_b[j]
@@ -374,7 +383,7 @@ class PixelChecker:
         x = np.ascontiguousarray(eq[:, ::-1] if mirror else eq)
         h, w = x.shape
         ih, iw = _inscribed(h, w, angle)
-        if ih < MIN_TEMPLATE or iw < MIN_TEMPLATE:
+        if not _usable(ih, iw, self.side, self.side):
             return None
         from PIL import Image
 
@@ -413,12 +422,14 @@ class PixelChecker:
         their templates ``(tmps (C, S, S), sizes (C, 2))`` at ``scales`` (one list for all, or one
         per job): keep each row's best."""
         fi = [_posed(self._thumb[i][0].astype(np.float32), [q], self.side) for _, _, q, _, i in jobs]
-        val, _, cj, oy, ox, sign = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
-                                              np.stack([x[0] for x in templates]), np.stack([x[1] for x in templates]))
+        val, _, cj, oy, ox, sign, fits = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
+                                                    np.stack([x[0] for x in templates]),
+                                                    np.stack([x[1] for x in templates]))
         for j in np.argsort(val, kind="stable"):          # the best job of each pair is written last
             r, d, q, t_item, i_item = jobs[j]
-            if val[j] <= out.score[r]:
+            if not fits[j] or (out.compared[r] and val[j] <= out.score[r]):
                 continue
+            out.compared[r] = True
             out.score[r] = val[j]
             th, tw = templates[j][1][cj[j]]
             t_shape, i_thumb, i_shape = self._thumb[t_item][2], self._thumb[i_item][0], self._thumb[i_item][2]
@@ -458,7 +469,7 @@ def _templates(t: np.ndarray, scales, S: int):
     for j, c in enumerate(scales):
         r = _resized(t, c)
         th, tw = r.shape
-        if th < MIN_TEMPLATE or tw < MIN_TEMPLATE or th > S or tw > S:
+        if not _usable(th, tw, S, S):
             continue
         r = r - r.mean()
         nrm = float(np.sqrt((r * r).sum()))
@@ -467,6 +478,20 @@ def _templates(t: np.ndarray, scales, S: int):
         tmps[j, :th, :tw] = r / nrm
         tsize[j] = (th, tw)
     return tmps, tsize
+
+
+def _usable(h: int, w: int, S: int, frame: int) -> bool:
+    """Whether an ``h`` x ``w`` template on an ``S``-px check thumbnail (``SIDE`` fine,
+    ``COARSE`` coarse) is big enough to correlate by more than chance and fits an ``frame``-px
+    frame: at least ``MIN_TEMPLATE`` squared px of area and ``MIN_TEMPLATE_SIDE`` px on its
+    shorter side, both in ``SIDE``-px units (a coarse px is two). By area, not by the shorter
+    side alone: a strip (a blot's lane, a wide panel) is 64 x 9 px on its thumbnail and holds
+    as many pixels as a 24 px square (before the twelfth session both sides had to be 12 px:
+    panels more than 2.7 times as wide as high lost the coarse stage, which picks the pose,
+    and from 5.3 times the check compared nothing)."""
+    u = SIDE / S
+    return (h <= frame and w <= frame and min(h, w) * u >= MIN_TEMPLATE_SIDE
+            and h * w * u * u >= MIN_TEMPLATE * MIN_TEMPLATE)
 
 
 def _posed(t: np.ndarray, poses, S: int):
@@ -485,7 +510,8 @@ def _correlate(imgs, ishape, tmps, tsize):
     """For each k, the best ``|NCC|`` of the templates ``tmps[k]`` (``(C, S, S)``, sizes
     ``tsize[k]``) at every offset where they lie inside the frames ``imgs[k]`` (``(P, S, S)``,
     the posed images, sizes ``ishape[k]``). Returns arrays ``(value, pose index, scale index,
-    y, x, sign of the correlation)`` (value 0 where no template fits; sign -1: inverted)."""
+    y, x, sign of the correlation, whether any template fitted)`` (value 0 where none did;
+    sign -1: inverted)."""
     n, P, S, _ = imgs.shape
     C = tmps.shape[1]
     yy = torch.arange(S)
@@ -516,7 +542,7 @@ def _correlate(imgs, ishape, tmps, tsize):
     pj, rest = np.divmod(arg.numpy(), C * S * S)
     cj, rest = np.divmod(rest, S * S)
     oy, ox = np.divmod(rest, S)
-    return np.minimum(np.sqrt(val.numpy()), 1.0), pj, cj, oy, ox, sign
+    return np.minimum(np.sqrt(val.numpy()), 1.0), pj, cj, oy, ox, sign, valid.view(n, -1).any(1).numpy()
 
 
 def _scale2(imgs: np.ndarray) -> torch.Tensor:

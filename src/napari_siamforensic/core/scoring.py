@@ -504,7 +504,8 @@ def calibrate_pixels(model: ForensicModel, f, match, is_duplicate) -> tuple[floa
     and set it on the model. Returns (weight, center).
 
     ``f``: ``(N,)`` distances without the check (``model.distance(a, b, pixels=False)``);
-    ``match``: ``(N,)`` pixel-check scores (:func:`~napari_siamforensic.core.pixels.pair_match`);
+    ``match``: ``(N,)`` pixel-check scores (:func:`~napari_siamforensic.core.pixels.pair_match`;
+    pairs where it is NaN, not compared, are left out: :meth:`ForensicModel.fuse` keeps their f);
     ``is_duplicate``: ``(N,)`` booleans with both classes. A logistic regression of
     ``is_duplicate`` on (f, match), with the classes weighted equally, gives the line where
     duplicates and different images are equally likely; (weight, center) put it at
@@ -519,8 +520,11 @@ def calibrate_pixels(model: ForensicModel, f, match, is_duplicate) -> tuple[floa
     if not (f.shape == m.shape == y.shape) or f.size < 4:
         raise ValueError(f"`f`, `match` and `is_duplicate` must be equal-length 1D arrays of >= 4 pairs, got shapes "
                          f"{np.shape(f)}, {np.shape(match)} and {np.shape(is_duplicate)}")
-    if not (np.isfinite(f).all() and np.isfinite(m).all()):
-        raise ValueError("`f` and `match` must be finite")
+    if not (np.isfinite(f).all() and np.isfinite(m[~np.isnan(m)]).all()):
+        raise ValueError("`f` must be finite, and `match` finite or NaN (not compared)")
+    f, m, y = f[~np.isnan(m)], m[~np.isnan(m)], y[~np.isnan(m)]
+    if f.size < 4:
+        raise ValueError(f"`match` is NaN (not compared) for all but {f.size} pairs; need >= 4 compared pairs")
     if y.all() or not y.any():
         raise ValueError("`is_duplicate` must hold both duplicates and non-duplicates to calibrate")
     lr = LogisticRegression(C=1e4, class_weight="balanced").fit(np.c_[f, m], y)
