@@ -176,6 +176,31 @@ def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp
         screen([str(tmp_path)], model, verify="yes")
 
 
+def test_the_screen_verifies_a_turned_copy_of_a_strip_and_leaves_a_too_thin_one_to_f(model, tmp_path):
+    """Blot-lane-like strips (60 x 330 px) and a quarter-turned, JPEG copy of one: the check
+    verifies it with its pose. A strip too thin to check (16 x 400 px) and its copy are no
+    evidence: match NaN, the pair not verified, its distance f."""
+    src = texture(50, (60, 330))
+    Image.fromarray((src * 255).astype(np.uint8)).save(tmp_path / "lane.png")
+    Image.fromarray((np.rot90(src) * 255).astype(np.uint8)).save(tmp_path / "lane_turned.jpg", quality=75)
+    for i in range(4):
+        Image.fromarray((texture(51 + i, (60, 330)) * 255).astype(np.uint8)).save(tmp_path / f"other{i}.png")
+    thin = texture(60, (16, 400))
+    Image.fromarray((thin * 255).astype(np.uint8)).save(tmp_path / "thin.png")
+    Image.fromarray((thin[:, ::-1] * 255).astype(np.uint8)).save(tmp_path / "thin_mirrored.png")
+    res = screen([str(tmp_path)], model, candidates=6, localize=0)
+    names = {i: os.path.basename(s) for i, s in zip(res.items["id"], res.items["source"])}
+    pair_names = [{names[a], names[b]} for a, b in zip(res.pairs["a"], res.pairs["b"])]
+    best = res.pairs.iloc[0]
+    assert pair_names[0] == {"lane.png", "lane_turned.jpg"}
+    assert best["match"] >= 0.9 and best["method"] == "pixels" and "rotated 90" in best["transform"]
+    assert res.info["verified_by_pixels"] == 1
+    thin_rows = [r for r, p in enumerate(pair_names) if p == {"thin.png", "thin_mirrored.png"}]
+    assert len(thin_rows) == 1                                  # among the candidates
+    row = res.pairs.iloc[thin_rows[0]]
+    assert np.isnan(row["match"]) and row["method"] == "pose" and row["distance"] == pytest.approx(row["f"])
+
+
 def test_the_screen_verifies_a_copy_turned_by_a_few_degrees_and_says_by_how_much(model, tmp_path):
     """A fibre panel turned 9 degrees counter-clockwise, cut to its inside and mirrored, among
     other fibre panels: the check's rotation stage verifies it (the flips-and-turns search alone

@@ -26,6 +26,13 @@ same pixels, so the check asks for that directly:
 Pairs that score from 0.5 on are measured once more at sizes 3 % apart around the best
 (``REFINE``; ``SCALES`` are 10 % apart), for a truer scale and region.
 
+**Strips, and pairs with nothing to compare** (twelfth session). A template must hold the area
+of ``MIN_TEMPLATE`` x ``MIN_TEMPLATE`` (12 x 12) px of the 64 px thumbnail and be
+``MIN_TEMPLATE_SIDE`` (6) px across, a coarse px counting as two, so a strip such as a blot's
+lane (64 x 9 px on its thumbnail) is checked like any panel. A pair where no template fits
+anywhere (an unreadable or flat picture, or one more than about 10 times as wide as high)
+scores NaN: no evidence either way, and ``ForensicModel.fuse`` keeps its f.
+
 **Small rotations** (tenth session). A copy turned by a few degrees no longer correlates at
 64 px (its corners move by pixels). The angle between two pictures is read off their power
 spectra: a rotation turns the spectrum by the same angle, whatever the scale or offset (and
