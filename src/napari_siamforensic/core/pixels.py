@@ -390,7 +390,7 @@ class PixelChecker:
         x = np.ascontiguousarray(eq[:, ::-1] if mirror else eq)
         h, w = x.shape
         ih, iw = _inscribed(h, w, angle)
-        if not _usable(ih, iw, self.side, self.side):
+        if not _usable(ih, iw, self.side):
             return None
         from PIL import Image
 
@@ -476,7 +476,7 @@ def _templates(t: np.ndarray, scales, S: int):
     for j, c in enumerate(scales):
         r = _resized(t, c)
         th, tw = r.shape
-        if not _usable(th, tw, S, S):
+        if not _usable(th, tw, S):
             continue
         r = r - r.mean()
         nrm = float(np.sqrt((r * r).sum()))
@@ -487,17 +487,17 @@ def _templates(t: np.ndarray, scales, S: int):
     return tmps, tsize
 
 
-def _usable(h: int, w: int, S: int, frame: int) -> bool:
+def _usable(h: int, w: int, S: int) -> bool:
     """Whether an ``h`` x ``w`` template on an ``S``-px check thumbnail (``SIDE`` fine,
-    ``COARSE`` coarse) is big enough to correlate by more than chance and fits an ``frame``-px
-    frame: at least ``MIN_TEMPLATE`` squared px of area and ``MIN_TEMPLATE_SIDE`` px on its
+    ``COARSE`` coarse) fits its ``S`` x ``S`` frame and is big enough to correlate by more than
+    chance: at least ``MIN_TEMPLATE`` squared px of area and ``MIN_TEMPLATE_SIDE`` px on its
     shorter side, both in ``SIDE``-px units (a coarse px is two). By area, not by the shorter
     side alone: a strip (a blot's lane, a wide panel) is 64 x 9 px on its thumbnail and holds
     as many pixels as a 24 px square (before the twelfth session both sides had to be 12 px:
     panels more than 2.7 times as wide as high lost the coarse stage, which picks the pose,
     and from 5.3 times the check compared nothing)."""
     u = SIDE / S
-    return (h <= frame and w <= frame and min(h, w) * u >= MIN_TEMPLATE_SIDE
+    return (h <= S and w <= S and min(h, w) * u >= MIN_TEMPLATE_SIDE
             and h * w * u * u >= MIN_TEMPLATE * MIN_TEMPLATE)
 
 
