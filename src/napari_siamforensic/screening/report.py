@@ -8,9 +8,11 @@
                          and crop_distance, with match fused in as for distance. f is the
                          whole images' f (pose minimum),
                          crop_distance a crop window's (NaN without crop windows), match the
-                         pixel check's (NaN without it); distance is f with match fused in as
-                         ``ForensicModel.distance`` does (``ForensicModel.fuse``; f itself for a
-                         model without ``pixel_check``), and probability is calibrated on it
+                         pixel check's (NaN without it, and where it could compare nothing: a
+                         flat picture, or one over about 10 times as wide as high); distance is
+                         f with match fused in as ``ForensicModel.distance`` does
+                         (``ForensicModel.fuse``; f itself where match is NaN and for a model
+                         without ``pixel_check``), and probability is calibrated on it
 ``ScreenResult.skipped`` source, page, reason
 
 The HTML page is one self-contained file (thumbnails as base64 PNG with the matched regions
