@@ -63,6 +63,18 @@ def test_a_wide_strip_is_checked_and_one_too_thin_to_check_keeps_its_f(model):
     assert d[1] == pytest.approx(f[1], rel=1e-6)
 
 
+def test_a_copy_squeezed_to_another_aspect_ratio_stays_a_duplicate(model):
+    """A panel resized to 1.5 times its width (its height kept) and mirrored: the check's
+    stretch stage matches it, so the fused distance does not push it over the line."""
+    from PIL import Image
+
+    a = scene(44, 200).astype(np.float32)
+    wide = np.asarray(Image.fromarray(a).resize((300, 200), Image.Resampling.BILINEAR), np.float32)[:, ::-1].copy()
+    match = pair_match(as_image_list([a]), as_image_list([wide])).score
+    d = model.distance([a], [wide])
+    assert match[0] > 0.9 and d[0] < 1.0
+
+
 def test_distance_fuses_the_pixel_check_and_the_raw_f_is_one_argument_away(model):
     a = scene(40, 200)
     c = scene(41, 200)

@@ -176,6 +176,32 @@ def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp
         screen([str(tmp_path)], model, verify="yes")
 
 
+@pytest.mark.parametrize("sy, sx, pose", [(1.0, 0.7, 0), (1.0, 1.5, 5), (0.6, 1.0, 2), (1.0, 0.8, 3)])
+def test_a_copy_squeezed_to_another_aspect_ratio_matches_in_the_stretch_stage(sy, sx, pose):
+    """A panel resized without keeping its aspect ratio (to fit a figure's layout cell), in a
+    pose, JPEG: the stretch stage matches the whole pictures and says how the aspect changed;
+    without it the check finds no template of that shape (before the twelfth session such
+    copies matched 0.25-0.4, and the fused distance pushed some over 1)."""
+    src = texture(70, (180, 200))
+    h, w = src.shape
+    squeezed = np.asarray(Image.fromarray(src).resize((round(w * sx), round(h * sy)), Image.Resampling.BILINEAR),
+                          np.float32)
+    copy = jpeg(np.ascontiguousarray(_dihedral(squeezed, pose)), 70)
+    others = [texture(71 + i, copy.shape, smooth=s) for i, s in enumerate((1.0, 2.5, 4.0))]
+    images = [src, copy] + others
+    res = checker_of(images)(np.zeros(4, int), np.arange(1, 5))
+    assert res.score[0] >= 0.9 > MATCH_THRESHOLD > res.score[1:].max()
+    assert res.stretch[0] == pytest.approx(sx / sy, rel=0.03)             # in a's frame, whatever the pose
+    assert f"aspect x{res.stretch[0]:.2f}" in match_transform(res, 0)
+    assert (res.box_a[0], res.box_b[0]) == ((0, 0, w, h), (0, 0, copy.shape[1], copy.shape[0]))
+    m = pose_match((1, 1), (1, 1), pose, False)
+    want = [x for x in describe(m.mirrored, m.rotation_deg, 1.0, False).split(", ") if x != "identity"]
+    got = [x for x in match_transform(res, 0).split(", ") if not x.startswith(("scale", "aspect"))]
+    assert got == want
+    without = PixelChecker(lambda i: images[i], stretch=False)(np.zeros(1, int), np.ones(1, int))
+    assert without.score[0] < MATCH_THRESHOLD and without.stretch[0] == 1.0
+
+
 def test_the_screen_verifies_a_turned_copy_of_a_strip_and_leaves_a_too_thin_one_to_f(model, tmp_path):
     """Blot-lane-like strips (60 x 330 px) and a quarter-turned, JPEG copy of one: the check
     verifies it with its pose. A strip too thin to check (16 x 400 px) and its copy are no

@@ -15,7 +15,9 @@ from .localize import decompose, describe, pose_linear
 
 def match_transform(match: PixelMatch, r: int) -> str:
     """Pair ``r``'s transform a -> b in words ("mirrored, rotated 90° cw, scale 0.80"), the
-    small rotation of the check's rotation stage included ("rotated 8° ccw")."""
+    small rotation of the check's rotation stage included ("rotated 8° ccw"), and the stretch
+    stage's change of aspect ratio ("aspect x1.43": b is 1.43 times as wide, for its height,
+    as a)."""
     pose, of_b = int(match.pose[r]), bool(match.of_b[r])
     angle = float(match.angle[r]) if match.angle is not None else 0.0
     mirror_a = bool(match.mirror_a[r]) if match.mirror_a is not None else False
@@ -25,7 +27,11 @@ def match_transform(match: PixelMatch, r: int) -> str:
     pre = np.array([[math.cos(u), math.sin(u)], [-math.sin(u), math.cos(u)]])
     pre = pre @ np.diag([-1.0, 1.0]) if mirror_a else pre
     mirrored, cw, _ = decompose(pose_linear(pose, of_b) @ pre)
-    return describe(mirrored, cw, float(match.scale[r]), pose >= 8)
+    words = describe(mirrored, cw, float(match.scale[r]), pose >= 8)
+    stretch = float(match.stretch[r]) if match.stretch is not None else 1.0
+    if abs(math.log(max(stretch, 1e-6))) >= math.log(1.05):      # the stretch stage's aspect change
+        words = ("" if words == "identity" else words + ", ") + f"aspect x{stretch:.2f}"
+    return words
 
 
 __all__ = ["MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "match_transform", "pair_match"]
