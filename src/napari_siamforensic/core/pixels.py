@@ -33,6 +33,14 @@ lane (64 x 9 px on its thumbnail) is checked like any panel. A pair where no tem
 anywhere (an unreadable or flat picture, or one more than about 10 times as wide as high)
 scores NaN: no evidence either way, and ``ForensicModel.fuse`` keeps its f.
 
+**Stretched copies** (twelfth session). A panel resized without keeping its aspect ratio (to
+fit a figure's layout cell) matches no template of its own aspect. Where b in one of the 8
+poses has an aspect ratio ``STRETCH_RANGE`` (1.05 to 2 times) away from a's, a's thumbnail is
+resized to b's posed one and the two are correlated whole against whole (one offset, so
+different pictures stay low); the better of this and the other stages is kept, and
+``PixelMatch.stretch`` says how the aspect changed. A stretched copy that is also cropped is
+not covered.
+
 **Small rotations** (tenth session). A copy turned by a few degrees no longer correlates at
 64 px (its corners move by pixels). The angle between two pictures is read off their power
 spectra: a rotation turns the spectrum by the same angle, whatever the scale or offset (and
