@@ -520,9 +520,10 @@ def calibrate_pixels(model: ForensicModel, f, match, is_duplicate) -> tuple[floa
     if not (f.shape == m.shape == y.shape) or f.size < 4:
         raise ValueError(f"`f`, `match` and `is_duplicate` must be equal-length 1D arrays of >= 4 pairs, got shapes "
                          f"{np.shape(f)}, {np.shape(match)} and {np.shape(is_duplicate)}")
-    if not (np.isfinite(f).all() and np.isfinite(m[~np.isnan(m)]).all()):
+    compared = ~np.isnan(m)
+    if not (np.isfinite(f).all() and np.isfinite(m[compared]).all()):
         raise ValueError("`f` must be finite, and `match` finite or NaN (not compared)")
-    f, m, y = f[~np.isnan(m)], m[~np.isnan(m)], y[~np.isnan(m)]
+    f, m, y = f[compared], m[compared], y[compared]
     if f.size < 4:
         raise ValueError(f"`match` is NaN (not compared) for all but {f.size} pairs; need >= 4 compared pairs")
     if y.all() or not y.any():
