@@ -1,0 +1,137 @@
+"""The pixel check on strips and on copies resized to another aspect ratio (twelfth session).
+
+    python benchmarks/pixel_check.py [--model PATH] [--n 8] [--threads 2]
+
+Prints, with the bundled model (or ``--model``), on generated panels (``screen.make_panel``,
+seeds 5,000,000+; JPEG q70 copies):
+
+* strips of 100 x 300 to 40 x 300 px: match and fused distance of a mirrored, a quarter-turned
+  and an identical copy (medians over ``--n`` panels), and the largest match of ``--n``
+  unrelated strips of the same shape;
+* copies resized to another aspect ratio (0.7 to 1.5 along one axis): median match and how many
+  of ``--n`` end over distance 1, with the check's stretch stage and without it
+  (``PixelChecker(stretch=False)``), and the median f;
+* the check's seconds per pair with and without the stretch stage on the same screen-like
+  pairs (best of two, alternating, one process): a ratio within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line  # noqa: E402
+from screen import make_panel, plant_copy  # noqa: E402
+
+SEED = 5_000_000
+
+
+def _jpeg(img: np.ndarray, quality: int = 70) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32) / 255
+
+
+def _resized(img: np.ndarray, sy: float, sx: float) -> np.ndarray:
+    h, w = img.shape
+    return np.asarray(Image.fromarray(img.astype(np.float32)).resize((round(w * sx), round(h * sy)),
+                                                                      Image.Resampling.BILINEAR), np.float32)
+
+
+def _scores(model, checker_kw, a, b):
+    """match (the check with ``checker_kw``), f, and the fused distance of the pairs."""
+    from napari_siamforensic.core.pixels import PixelChecker
+
+    images = a + b
+    n = len(a)
+    match = PixelChecker(lambda i: images[i], **checker_kw)(np.arange(n), np.arange(n, 2 * n)).score
+    f = np.asarray(model.distance(a, b, pixels=False), np.float64)
+    return match, f, model.fuse(f, match)
+
+
+def strips(model, n: int) -> None:
+    print("| strip (px) | mirrored: match, distance | quarter-turned | identical | unrelated strips: largest match |")
+    print("|---|---|---|---|---|")
+    for shape in ((100, 300), (60, 360), (40, 300)):
+        src = [make_panel(SEED + i, shape).astype(np.float32) for i in range(n)]
+        cells = []
+        for name, fn in (("mirrored", lambda x: x[:, ::-1]), ("turned", np.rot90), ("identical", lambda x: x)):
+            m, _, d = _scores(model, {}, src, [_jpeg(np.ascontiguousarray(fn(x))) for x in src])
+            cells.append(f"{np.nanmedian(m):.2f}, {np.median(d):.2f}")
+        other = [make_panel(SEED + 1000 + i, shape).astype(np.float32) for i in range(n)]
+        m, _, _ = _scores(model, {}, src, other)
+        print(f"| {shape[0]} x {shape[1]} | " + " | ".join(cells) + f" | {np.nanmax(m):.2f} |")
+
+
+def stretched(model, n: int) -> None:
+    print("| aspect change (sy x sx) | match with / without the stage (median) | over distance 1 with / without | "
+          "median f | unrelated, largest match with the stage |")
+    print("|---|---|---|---|---|")
+    src = [make_panel(SEED + 2000 + i, (200, 200)).astype(np.float32) for i in range(n)]
+    for sy, sx in ((1.0, 0.9), (1.0, 0.8), (0.8, 1.0), (1.0, 1.25), (1.0, 0.7), (1.0, 1.5)):
+        copies = [_jpeg(_resized(x, sy, sx)) for x in src]
+        m1, f, d1 = _scores(model, {}, src, copies)
+        m0, _, d0 = _scores(model, {"stretch": False}, src, copies)
+        other = [make_panel(SEED + 3000 + i, c.shape).astype(np.float32) for i, c in enumerate(copies)]
+        mo, _, _ = _scores(model, {}, src, other)
+        print(f"| {sy} x {sx} | {np.median(m1):.2f} / {np.median(m0):.2f} | {int((d1 > 1).sum())} / "
+              f"{int((d0 > 1).sum())} of {n} | {np.median(f):.2f} | {np.nanmax(mo):.2f} |")
+
+
+def stretch_cost(pairs_per_item: int = 20) -> None:
+    from napari_siamforensic.core.pixels import PixelChecker
+
+    rng = np.random.default_rng(5)
+    imgs = []
+    for i in range(400):
+        img = make_panel(7_000_000 + i, (int(rng.integers(128, 257)), int(rng.integers(128, 257))))
+        imgs.append(img.astype(np.float32))
+        if i % 4 == 0:
+            imgs.append(plant_copy(img, np.random.default_rng(i))[0].astype(np.float32))
+    a = np.repeat(np.arange(len(imgs)), pairs_per_item)
+    b = rng.integers(0, len(imgs), len(a))
+    a, b = a[a != b], b[a != b]
+    times, scores = {True: [], False: []}, {}
+    for _ in range(2):
+        for st in (False, True):
+            chk = PixelChecker(imgs.__getitem__, stretch=st)
+            for i in range(len(imgs)):
+                chk.thumb(i)
+            t = time.perf_counter()
+            scores[st] = chk(a, b).score
+            times[st].append(time.perf_counter() - t)
+    ms = {k: 1e3 * min(v) / len(a) for k, v in times.items()}
+    raised = scores[True] - scores[False]
+    print(f"check on {len(a)} screen-like pairs of {len(imgs)} panels: {ms[False]:.3f} ms per pair without the "
+          f"stretch stage, {ms[True]:.3f} with ({ms[True] / ms[False]:.2f}x); scores it raised: "
+          f"{int(np.sum(raised > 1e-6))}, by at most {np.nanmax(raised):.3f}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    p.add_argument("--n", type=int, default=8, help="panels per row")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import napari_siamforensic as sf
+
+    model = sf.load_model(args.model, device="cpu")
+    print(machine_line())
+    print(f"model: {args.model or 'bundled default'} ({model.identity()}), pixel_check {model.pixel_check}\n")
+    strips(model, args.n)
+    print()
+    stretched(model, args.n)
+    print()
+    stretch_cost()
+
+
+if __name__ == "__main__":
+    main()
