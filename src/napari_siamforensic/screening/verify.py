@@ -17,7 +17,8 @@ def match_transform(match: PixelMatch, r: int) -> str:
     """Pair ``r``'s transform a -> b in words ("mirrored, rotated 90° cw, scale 0.80"), the
     small rotation of the check's rotation stage included ("rotated 8° ccw"), and the stretch
     stage's change of aspect ratio ("aspect x1.43": b is 1.43 times as wide, for its height,
-    as a)."""
+    as a), and "shared region" where the overlap stage matched a region the two share (neither
+    holds the other)."""
     pose, of_b = int(match.pose[r]), bool(match.of_b[r])
     angle = float(match.angle[r]) if match.angle is not None else 0.0
     mirror_a = bool(match.mirror_a[r]) if match.mirror_a is not None else False
@@ -31,6 +32,8 @@ def match_transform(match: PixelMatch, r: int) -> str:
     stretch = float(match.stretch[r]) if match.stretch is not None else 1.0
     if abs(math.log(max(stretch, 1e-6))) >= math.log(1.05):      # the stretch stage's aspect change
         words = ("" if words == "identity" else words + ", ") + f"aspect x{stretch:.2f}"
+    if match.overlap is not None and bool(match.overlap[r]):
+        words = ("" if words == "identity" else words + ", ") + "shared region"
     return words
 
 
