@@ -220,3 +220,10 @@ def test_screen_no_verify_reaches_the_screen(figures, model_file, tmp_path, monk
     assert seen["verify"] is expected
     csv = pd.read_csv(out / "pairs.csv")
     assert csv["match"].notna().all() if expected else csv["match"].isna().all()
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--overlap"], True)])
+def test_screen_overlap_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["overlap"] is expected
+    assert json.loads((out / "report.json").read_text())["info"]["overlap"] is expected

@@ -174,3 +174,30 @@ def test_a_model_with_a_pixel_check_fuses_it_into_the_table_and_the_heatmap(dup_
     assert {w.names[int(best["a"])], w.names[int(best["b"])]} == {"nuclei", "nuclei copy"}
     # the matrix's pixel checks were reported as they went (the job can be cancelled between them)
     assert any(item[0] == "progress" and item[1].stage == "pairwise" for item in seen)
+
+
+def test_the_overlap_box_finds_two_views_that_share_a_region(make_napari_viewer, tiny_model, wait_idle):
+    """Two layers that show overlapping parts of one picture (neither holds the other): with the
+    box ticked the pair is verified by its pixels as a shared region; unticked it is not."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    big = ndi.gaussian_filter(rng.standard_normal((260, 300)), 1.5).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(big[:170, :190], name="left view")
+    viewer.add_image(np.ascontiguousarray(big[70:240, 90:280]), name="right view")
+    viewer.add_image(ndi.gaussian_filter(rng.standard_normal((170, 190)), 1.5).astype(np.float32), name="other")
+    registry.set(tiny_model, "tiny")
+    w = DuplicatesWidget(viewer)
+    assert not w.overlap.isChecked()
+    found = {}
+    for ticked in (False, True):
+        w.overlap.setChecked(ticked)
+        w.compute()
+        wait_idle(w.runner)
+        assert w.runner.last_outcome == "finished", w.runner.last_error
+        pairs = w.result.pairs
+        row = pairs[(pairs["a"] + pairs["b"]) == 1].iloc[0]                  # left and right view
+        found[ticked] = (float(row["match"]), str(row["transform"]))
+    assert found[False][0] < MATCH_THRESHOLD and "shared region" not in found[False][1]
+    assert found[True][0] >= MATCH_THRESHOLD and found[True][1].endswith("shared region"), found

@@ -132,6 +132,12 @@ class DuplicatesWidget(QWidget):
         form.addRow("pose penalty", self.penalty)
         self.split = QCheckBox("cut multi-panel figures into panels")
         form.addRow(self.split)
+        self.overlap = QCheckBox("find regions two images share (overlapping views)")
+        self.overlap.setToolTip("the pixel check also compares two images over a region they share when neither "
+                                "holds the other (overlapping fields of view, at one pixel scale); such pairs say "
+                                "'shared region'. About 1.4x the checking time; repeated structure (a gel's lanes) "
+                                "can match a different region. The heatmap does not use it")
+        form.addRow(self.overlap)
         layout.addLayout(form)
 
         buttons = QHBoxLayout()
@@ -202,6 +208,7 @@ class DuplicatesWidget(QWidget):
         penalty = self.penalty.value()
         penalty = None if penalty <= PENALTY_FROM_MODEL + 1e-9 else float(penalty)
         options = SourceOptions(split_panels=self.split.isChecked())
+        overlap = self.overlap.isChecked()
         arrays = [arr for _, arr in planes]
         plane_names = [name for name, _ in planes]
         n_guess = len(arrays) + (1000 if paths else 0)
@@ -223,7 +230,7 @@ class DuplicatesWidget(QWidget):
             # compared with each other anyway
             for report in iter_screen(arrays + paths, model, poses=poses, candidates=candidates,
                                       localize=MAX_CANDIDATES, options=options, pose_embedding=pose_embedding,
-                                      crops=bool(paths)):
+                                      crops=bool(paths), overlap=overlap):
                 if report.finished:
                     result = report.result
                 else:

@@ -127,7 +127,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 backend: str = "auto", options: SourceOptions | None = None,
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
-                crops: bool = True, verify: bool = True, hub_correction: bool = True) -> Iterator[ScreenProgress]:
+                crops: bool = True, verify: bool = True, hub_correction: bool = True,
+                overlap: bool = False) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -223,9 +224,21 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         does), the table's ``distance`` is f with ``match`` fused in as :meth:`ForensicModel.distance <napari_siamforensic.core.scoring.ForensicModel.distance>`
         does, and ``f`` holds the whole images' f. ``False``: no check, ``match`` is NaN and
         ``distance`` is f.
+    overlap : bool
+        Add the pixel check's overlap stage (thirteenth session; off by default): two panels
+        that share a region, neither holding the other (overlapping fields of view), are
+        compared over the shared region, at one pixel scale; ``transform`` then ends in "shared
+        region" and the boxes are that region in each. Off by default because repeated
+        structure (a gel's or a blot's lanes) can match another region of the same picture
+        (8 of 240 calibration hard negatives did, before a uniqueness rule that is fitted on
+        those 8). The check takes about 1.3-1.4x as long with it (docs/screening.md,
+        *Thirteenth session*). The table's
+        distance fuses that match too, unlike :meth:`ForensicModel.distance
+        <napari_siamforensic.core.scoring.ForensicModel.distance>`, which never runs the stage.
     """
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
-                   whiten=whiten, crops=crops, verify=verify, compile=compile, hub_correction=hub_correction)
+                   whiten=whiten, crops=crops, verify=verify, compile=compile, hub_correction=hub_correction,
+                   overlap=overlap)
     options = options or SourceOptions()
     t0 = time.perf_counter()
     model = resolve_model(model)
@@ -295,7 +308,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction), arrays, options,
+        hub_correction=hub_correction, overlap=overlap), arrays, options,
         t0, t_embed,
         n_restored)
 
@@ -337,7 +350,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     match = np.full(len(a), np.nan, np.float32)
     pix = None
     if params.get("verify") and len(a):
-        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options))
+        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options), overlap=params.get("overlap", False))
         parts = []
         step = 4096                  # pairs per progress report
         for s0 in range(0, len(a), step):
@@ -405,8 +418,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         else:
             m = localizer(img_a, img_b, key_a=ia, key_b=ib, pose_hint=int(pose[r]), pose_of_b=bool(of_b[r]))
             if m.method == "orb-ransac" or method[r] != "pixels":     # keypoints, or nothing better
+                shared = method[r] == "pixels" and transform[r].endswith("shared region")
                 box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
                 inliers[r], method[r] = m.inliers, m.method
+                if shared and m.method == "orb-ransac":   # the keypoints' boxes are the shared region
+                    transform[r] = ("" if transform[r] == "identity" else transform[r] + ", ") + "shared region"
             for i, img in ((ia, img_a), (ib, img_b)):
                 if i not in thumbs:
                     thumbs[i] = thumbnail(img)
@@ -439,6 +455,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             "candidates": candidates,
             "whitened": bool(params["whiten"] and vectors.index_size >= WHITEN_MIN_ROWS),
             "hub_correction": bool(params.get("hub_correction", True)),
+            "overlap": bool(params.get("verify") and params.get("overlap", False)),
             "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c,
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
