@@ -1,4 +1,5 @@
-"""The pixel check on strips and on copies resized to another aspect ratio (twelfth session).
+"""The pixel check on strips, on copies resized to another aspect ratio (twelfth session), and
+on overlapping views (thirteenth session).
 
     python benchmarks/pixel_check.py [--model PATH] [--n 8] [--threads 2]
 
@@ -11,8 +12,15 @@ seeds 5,000,000+; JPEG q70 copies):
 * copies resized to another aspect ratio (0.7 to 1.5 along one axis): median match and how many
   of ``--n`` end over distance 1, with the check's stretch stage and without it
   (``PixelChecker(stretch=False)``), and the median f;
-* the check's seconds per pair with and without the stretch stage on the same screen-like
-  pairs (best of two, alternating, one process): a ratio within one run.
+* overlapping views (two regions of one generated picture that share a given part of each,
+  the second in a random pose, gamma-changed, JPEG): median match with the check's overlap stage
+  (``PixelChecker(overlap=True)``) and without it (the default), how many match 0.6 or more and
+  how many end at distance 1 or less (f fused with that match), each way, and the median f; and
+  the largest match, with the stage, of views that share at most a tenth (as the re-use set's
+  hard negatives do) and of unrelated same-size panels;
+* the check's seconds per pair with and without the stretch stage, and with and without the
+  overlap stage, on the same screen-like pairs (best of two, alternating, one process): ratios
+  within one run.
 """
 from __future__ import annotations
 
@@ -85,7 +93,42 @@ def stretched(model, n: int) -> None:
               f"{int((d0 > 1).sum())} of {n} | {np.median(f):.2f} | {np.nanmax(mo):.2f} |")
 
 
-def stretch_cost(pairs_per_item: int = 20) -> None:
+def overlapping(model, n: int) -> None:
+    print("| views share (rows x columns) | match with / without the stage (median) | match >= 0.6 with / without | "
+          "distance <= 1 with / without | median f |")
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(11)
+    H, W = 180, 200
+    for fy, fx in ((0.8, 0.8), (0.6, 0.6), (0.9, 0.45), (0.5, 0.5)):
+        a, b = [], []
+        for i in range(n):
+            big = make_panel(SEED + 4000 + i, (2 * H, 2 * W)).astype(np.float32)
+            dy, dx = round(H * (1 - fy)), round(W * (1 - fx))
+            a.append(big[:H, :W])
+            q = int(rng.integers(8))
+            v = big[dy:dy + H, dx:dx + W]
+            v = np.rot90(v[:, ::-1] if q >= 4 else v, q % 4)
+            b.append(_jpeg(np.ascontiguousarray(v) ** float(rng.uniform(0.8, 1.25))))
+        m1, f, d1 = _scores(model, {"overlap": True}, a, b)
+        m0, _, d0 = _scores(model, {}, a, b)
+        print(f"| {fy:.0%} x {fx:.0%} ({fy * fx:.0%} of each) | {np.nanmedian(m1):.2f} / {np.nanmedian(m0):.2f} | "
+              f"{int(np.sum(m1 >= 0.6))} / {int(np.sum(m0 >= 0.6))} of {n} | {int((d1 <= 1).sum())} / "
+              f"{int((d0 <= 1).sum())} | {np.median(f):.2f} |")
+    a, b, o = [], [], []
+    for i in range(n):
+        big = make_panel(SEED + 5000 + i, (H, 2 * W)).astype(np.float32)
+        a.append(big[:, :W])
+        b.append(_jpeg(np.ascontiguousarray(big[:, round(0.9 * W):round(1.9 * W)])))
+        o.append(make_panel(SEED + 6000 + i, (H, W)).astype(np.float32))
+    m, _, _ = _scores(model, {"overlap": True}, a, b)
+    mo, _, _ = _scores(model, {"overlap": True}, a, o)
+    print(f"\nwith the stage, the largest match of {n} pairs of views sharing a tenth: {np.nanmax(m):.2f}; "
+          f"of {n} unrelated pairs: {np.nanmax(mo):.2f}")
+
+
+def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
+    """The check's seconds per pair with and without one stage (``"stretch"`` or ``"overlap"``,
+    the others as they are by default) on the same screen-like pairs."""
     from napari_siamforensic.core.pixels import PixelChecker
 
     rng = np.random.default_rng(5)
@@ -101,7 +144,7 @@ def stretch_cost(pairs_per_item: int = 20) -> None:
     times, scores = {True: [], False: []}, {}
     for _ in range(2):
         for st in (False, True):
-            chk = PixelChecker(imgs.__getitem__, stretch=st)
+            chk = PixelChecker(imgs.__getitem__, **{stage: st})
             for i in range(len(imgs)):
                 chk.thumb(i)
             t = time.perf_counter()
@@ -110,8 +153,9 @@ def stretch_cost(pairs_per_item: int = 20) -> None:
     ms = {k: 1e3 * min(v) / len(a) for k, v in times.items()}
     raised = scores[True] - scores[False]
     print(f"check on {len(a)} screen-like pairs of {len(imgs)} panels: {ms[False]:.3f} ms per pair without the "
-          f"stretch stage, {ms[True]:.3f} with ({ms[True] / ms[False]:.2f}x); scores it raised: "
-          f"{int(np.sum(raised > 1e-6))}, by at most {np.nanmax(raised):.3f}")
+          f"{stage} stage, {ms[True]:.3f} with ({ms[True] / ms[False]:.2f}x); scores it raised: "
+          f"{int(np.sum(raised > 1e-6))}, by at most {np.nanmax(raised):.3f}, to at most "
+          f"{np.nanmax(np.where(raised > 1e-6, scores[True], np.nan)) if np.any(raised > 1e-6) else float('nan'):.3f}")
 
 
 def main(argv=None) -> None:
@@ -130,7 +174,10 @@ def main(argv=None) -> None:
     print()
     stretched(model, args.n)
     print()
-    stretch_cost()
+    overlapping(model, args.n)
+    print()
+    stage_cost("stretch")
+    stage_cost("overlap")
 
 
 if __name__ == "__main__":

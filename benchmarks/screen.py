@@ -17,6 +17,10 @@ Usage::
 
     python benchmarks/screen.py --model runs/default/checkpoint.safetensors --n 1000 10000
     python benchmarks/screen.py --n 1000 --poses dihedral+invert --threads 2
+    python benchmarks/screen.py --n 1000 --overlap-views --overlap --without-overlap --search-k 30 --no-panels --no-exhaustive
+
+``--overlap-views`` plants overlapping views of one picture instead of cropped copies (the
+pixel check's overlap stage, thirteenth session).
 
 Everything is generated from fixed seeds (no downloads, nothing from reserved data sets).
 """
@@ -124,6 +128,43 @@ def write_corpus(folder: Path, n: int, dup_fraction: float, seed: int):
                 folder / cname, quality=int(rng.integers(50, 95)))
             names.append(cname)
             planted.append((name, cname, box, pose))
+    return names, planted
+
+
+def write_overlap_corpus(folder: Path, n: int, dup_fraction: float, seed: int):
+    """:func:`write_corpus`, but each planted pair is two *overlapping views* of one picture
+    (thirteenth session): the first (PNG) and a second (JPEG) that shares 40-80 % of its rows
+    and 40-80 % of its columns with it (16-64 % of its area), neither holding the other, in a
+    random pose and gamma. Returns ``(file names, planted: list of (first name, second name,
+    the shared region in the first (x0, y0, x1, y1), pose))``."""
+    rng = np.random.default_rng(seed)
+    n_dup = int(round(n * dup_fraction))
+    n_orig = n - n_dup
+    names, planted = [], []
+    originals = set(rng.choice(n_orig, n_dup, replace=False).tolist())
+    for i in range(n_orig):
+        h, w = int(rng.integers(128, 257)), int(rng.integers(128, 257))
+        if i not in originals:
+            img = make_panel(seed * 1_000_003 + i, (h, w))
+            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"p{i:06d}.png")
+            names.append(f"p{i:06d}.png")
+            continue
+        r = np.random.default_rng([seed, i])
+        fy, fx = r.uniform(0.4, 0.8, 2)
+        dy, dx = round(h * (1 - fy)), round(w * (1 - fx))
+        big = make_panel(seed * 1_000_003 + i, (h + dy, w + dx))
+        if r.random() < 0.5:                     # the second view below-right or above-left
+            first, second, box = big[:h, :w], big[dy:, dx:], (dx, dy, w, h)
+        else:
+            first, second, box = big[dy:, dx:], big[:h, :w], (0, 0, w - dx, h - dy)
+        mirror, turns = bool(r.random() < 0.5), int(r.integers(4))
+        second = np.rot90(second[:, ::-1] if mirror else second, turns) ** r.uniform(0.7, 1.4)
+        name, cname = f"p{i:06d}.png", f"c{i:06d}.jpg"
+        Image.fromarray((first * 255).astype(np.uint8)).save(folder / name)
+        Image.fromarray((np.clip(second, 0, 1) * 255).astype(np.uint8)).save(folder / cname,
+                                                                             quality=int(rng.integers(50, 95)))
+        names += [name, cname]
+        planted.append((name, cname, box, (mirror, turns)))
     return names, planted
 
 
@@ -263,7 +304,8 @@ def run_corpus(n, args, model):
         folder = Path(tmp) / "corpus"
         folder.mkdir()
         t = time.perf_counter()
-        names, planted = write_corpus(folder, n, args.dup_fraction, seed=n)
+        write = write_overlap_corpus if args.overlap_views else write_corpus
+        names, planted = write(folder, n, args.dup_fraction, seed=n)
         generate_s = time.perf_counter() - t
         for emb in args.pose_embedding:
             rows = {"generate s": generate_s}
@@ -286,7 +328,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         res = screen([str(folder)], model, candidates=max(max(args.k), args.search_k), poses=args.poses,
                      localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
-                     crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction)
+                     crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
+                     overlap=args.overlap)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
@@ -305,9 +348,13 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     src = {os.path.basename(s): i for i, s in zip(res.items["id"], res.items["source"])}
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
     _screen_order_rows(rows, res, truth, planted, src, args)
-    _candidate_recall_by_kind(rows, res, planted, src, folder)
-    if args.without_rotations and len(res.pairs) and np.isfinite(res.pairs["match"].to_numpy(float)).any():
-        _check_without_rotations(rows, res, truth)
+    if not args.overlap_views:
+        _candidate_recall_by_kind(rows, res, planted, src, folder)
+    checked = len(res.pairs) and np.isfinite(res.pairs["match"].to_numpy(float)).any()
+    if args.without_rotations and checked:
+        _check_without_stage(rows, res, truth, "rotations")
+    if args.without_overlap and checked:
+        _check_without_stage(rows, res, truth, "overlap")
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -475,32 +522,37 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
             rows["IoU mean / min (pixel check, verified planted pairs)"] = f"{np.mean(ious):.3f} / {np.min(ious):.3f}"
 
 
-def _check_without_rotations(rows, res, truth) -> None:
-    """The pixel check of the same candidate pairs again, with and then without its rotation
-    stage (``core.pixels``, tenth session), each timed on fresh thumbnails: the stage's cost as
-    a ratio measured in one run, and what it changes in the match."""
+def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
+    """The pixel check of the same candidate pairs again, with and then without one of its
+    stages (``core.pixels``: ``"rotations"``, tenth session; ``"overlap"``, thirteenth), each
+    timed on fresh thumbnails: the stage's cost as a ratio measured in one run, and what it
+    changes in the match."""
     from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
 
+    name = {"rotations": "rotation", "overlap": "overlap"}[stage]
     paths = dict(zip(res.items["id"].to_numpy(int).tolist(), res.items["source"]))
     a, b = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
     images = {i: np.asarray(Image.open(paths[i]).convert("F"), np.float32) for i in set(a.tolist()) | set(b.tolist())}
     planted = np.array([(min(x, y), max(x, y)) in truth for x, y in zip(a.tolist(), b.tolist())], bool)
     out = {}
-    for rotations in (True, False):
+    for on in (True, False):
         t = time.perf_counter()
-        m = PixelChecker(images.__getitem__, rotations=rotations)(a, b)
-        out[rotations] = (time.perf_counter() - t, m.score)
+        m = PixelChecker(images.__getitem__, **{stage: on})(a, b)
+        out[on] = (time.perf_counter() - t, m.score)
     (t_with, with_), (t_without, without) = out[True], out[False]
-    rows["pixel check s, same pairs: with / without the rotation stage"] = (
+    rows[f"pixel check s, same pairs: with / without the {name} stage"] = (
         f"{t_with:.1f} / {t_without:.1f} ({t_with / max(t_without, 1e-9):.2f}x)")
-    for name, sel in (("planted", planted), ("unrelated", ~planted)):
+    for kind, sel in (("planted", planted), ("unrelated", ~planted)):
         if sel.any():
-            rows[f"match of {name} candidate pairs, with / without the rotation stage: max / min / share >= "
+            rows[f"match of {kind} candidate pairs, with / without the {name} stage: max / min / share >= "
                  f"{MATCH_THRESHOLD:g}"] = (f"{np.nanmax(with_[sel]):.3f} / {np.nanmin(with_[sel]):.3f} / "
                                             f"{np.mean(with_[sel] >= MATCH_THRESHOLD):.4f} against "
                                             f"{np.nanmax(without[sel]):.3f} / {np.nanmin(without[sel]):.3f} / "
                                             f"{np.mean(without[sel] >= MATCH_THRESHOLD):.4f}")
-    rows["candidate pairs the rotation stage raised"] = int((with_ > without).sum())
+            if kind == "unrelated":
+                rows[f"unrelated candidate pairs with match >= {MATCH_THRESHOLD:g}, with / without the {name} "
+                     f"stage"] = f"{int((with_[sel] >= MATCH_THRESHOLD).sum())} / {int((without[sel] >= MATCH_THRESHOLD).sum())}"
+    rows[f"candidate pairs the {name} stage raised"] = int((with_ > without).sum())
 
 
 def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
@@ -590,6 +642,14 @@ def main(argv=None):
     p.add_argument("--without-rotations", action="store_true",
                    help="check the screen's candidate pairs again with and without the pixel check's rotation "
                         "stage, timed in the same run (one more check of every pair, twice)")
+    p.add_argument("--overlap", action="store_true",
+                   help="screen with the pixel check's overlap stage (overlap=True; off by default)")
+    p.add_argument("--without-overlap", action="store_true",
+                   help="check the screen's candidate pairs again with and without the pixel check's overlap "
+                        "stage, timed in the same run")
+    p.add_argument("--overlap-views", action="store_true",
+                   help="plant overlapping views (two regions of one picture sharing 16-64 %% of each, neither "
+                        "holding the other) instead of cropped copies (write_overlap_corpus)")
     p.add_argument("--search-k", type=int, default=0,
                    help="neighbours the screen searches per item (default: the largest --k); the recall in "
                         "the screen's order counts each item's best k of them")
