@@ -454,15 +454,15 @@ class PixelChecker:
         share at least ``OVERLAP_MIN_FRACTION`` of the smaller picture, in each of the larger
         one's 8 poses: coarse first, then at 64 px in the best pose, ``OVERLAP_REFINE`` px around
         the coarse offset. A small region correlates more by chance, so its ``|NCC|`` r counts
-        as ``tanh(atanh(r) sqrt(area / OVERLAP_FULL_AREA))`` below that area (Fisher's z grows
-        with the square root of the pixels; see :func:`_overlap_ncc`). The coarse best must be
+        as ``tanh(atanh(r) sqrt(area / OVERLAP_FULL_AREA))`` below that area (a chance
+        correlation's Fisher z spreads as one over the square root of the pixels; see
+        :func:`_overlap_ncc`). The coarse best must be
         unique (``OVERLAP_UNIQUE``): on the calibration re-use pairs (seeds 20,000,100+, 240
         hard negatives: two regions of one generated parent sharing at most a tenth) 8 hard
         negatives of blots, gels, fibres and cells matched 0.61-0.82 at a shifted offset
         (lanes and bands repeat), each with a second offset within 0.32 in Fisher z of the
         best; 47 of 48 generated overlapping views had a margin of 0.38 or more (one 0.16).
-        Kept where it reaches
-        ``MATCH_THRESHOLD`` and beats the other stages: below the threshold a shared region's
+        Kept where it reaches ``MATCH_THRESHOLD`` and beats the other stages: below the threshold a shared region's
         correlation is mostly chance over the many offsets and poses tried, and counting it
         raised the match of different regions of one picture (the calibration pairs' hard
         negatives: mean 0.222 -> 0.244, the most 0.416 -> 0.479), which the fused distance
