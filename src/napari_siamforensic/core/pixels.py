@@ -472,20 +472,18 @@ class PixelChecker:
             i, j = int(a[r]), int(b[r])
             si, sj = self._thumb[i][2], self._thumb[j][2]
             f_item, g_item = (i, j) if max(si) >= max(sj) else (j, i)
-            rho = max(self._thumb[g_item][2]) / max(self._thumb[f_item][2])
-            g_fine = _resized(self._thumb[g_item][0].astype(np.float32), rho)
-            g_coarse = _resized(self._thumb[g_item][1].astype(np.float32), rho)
-            jobs.append((r, f_item, g_item, g_fine, g_coarse))
+            jobs.append((r, f_item, g_item, max(self._thumb[g_item][2]) / max(self._thumb[f_item][2])))
         if not jobs:
             return
         S, C = self.side, self.coarse
         n = len(jobs)
         G = np.zeros((n, C, C), np.float32)
         gsh = np.zeros((n, 2), np.int64)
-        for k, (_, _, _, _, gc) in enumerate(jobs):
+        for k, (_, _, g_item, rho) in enumerate(jobs):
+            gc = _resized(self._thumb[g_item][1].astype(np.float32), rho)
             G[k, :gc.shape[0], :gc.shape[1]] = gc
             gsh[k] = gc.shape
-        prep = [self._prepared(f, "coarse") for _, f, _, _, _ in jobs]
+        prep = [self._prepared(f, "coarse") for _, f, _, _ in jobs]
         radius, margin = OVERLAP_UNIQUE
         best, _, pose, uy, ux, _, fits, second = _overlap_ncc(np.stack([x[2] for x in prep]),
                                                               np.stack([x[3] for x in prep]), G, gsh, C, second=radius)
@@ -498,15 +496,18 @@ class PixelChecker:
         fsh = np.zeros((len(keep), 1, 2), np.int64)
         G = np.zeros((len(keep), S, S), np.float32)
         gsh = np.zeros((len(keep), 2), np.int64)
+        fine_g = {}                               # the fine thumbnails resized only where the coarse stage kept the pair
         for m, k in enumerate(keep):
-            _, f_item, _, gf, _ = jobs[k]
+            _, f_item, g_item, rho = jobs[k]
+            gf = fine_g[k] = _resized(self._thumb[g_item][0].astype(np.float32), rho)
             F[m], fsh[m] = _posed(self._thumb[f_item][0].astype(np.float32), [int(pose[k])], S)
             G[m, :gf.shape[0], :gf.shape[1]] = gf
             gsh[m] = gf.shape
         near = np.stack([uy[keep] * u, ux[keep] * u], 1)
         val, _, _, fy, fx, sign, ok = _overlap_ncc(F, fsh, G, gsh, S, near=near, radius=OVERLAP_REFINE)
         for m, k in enumerate(keep):
-            r, f_item, g_item, gf, _ = jobs[k]
+            r, f_item, g_item, _ = jobs[k]
+            gf = fine_g[k]
             if not ok[m] or val[m] < MATCH_THRESHOLD:
                 continue                          # below it, mostly chance over the many offsets tried
             if out.compared[r] and val[m] <= out.score[r]:

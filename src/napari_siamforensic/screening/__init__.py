@@ -30,7 +30,7 @@ from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, E
                     crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
-from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch, match_transform
+from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
                       load_item_image)
@@ -418,11 +418,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         else:
             m = localizer(img_a, img_b, key_a=ia, key_b=ib, pose_hint=int(pose[r]), pose_of_b=bool(of_b[r]))
             if m.method == "orb-ransac" or method[r] != "pixels":     # keypoints, or nothing better
-                shared = method[r] == "pixels" and transform[r].endswith("shared region")
+                shared = method[r] == "pixels" and bool(pix.overlap[int(keep[r])])
                 box_a[r], box_b[r], transform[r] = m.box_a, m.box_b, m.transform
                 inliers[r], method[r] = m.inliers, m.method
                 if shared and m.method == "orb-ransac":   # the keypoints' boxes are the shared region
-                    transform[r] = ("" if transform[r] == "identity" else transform[r] + ", ") + "shared region"
+                    transform[r] = add_words(transform[r], "shared region")
             for i, img in ((ia, img_a), (ib, img_b)):
                 if i not in thumbs:
                     thumbs[i] = thumbnail(img)

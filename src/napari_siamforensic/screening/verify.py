@@ -13,6 +13,11 @@ from ..core.pixels import MATCH_THRESHOLD, PixelChecker, PixelMatch, pair_match
 from .localize import decompose, describe, pose_linear
 
 
+def add_words(words: str, more: str) -> str:
+    """A transform in words with ``more`` appended ("identity" gives way to it)."""
+    return more if words == "identity" else f"{words}, {more}"
+
+
 def match_transform(match: PixelMatch, r: int) -> str:
     """Pair ``r``'s transform a -> b in words ("mirrored, rotated 90° cw, scale 0.80"), the
     small rotation of the check's rotation stage included ("rotated 8° ccw"), and the stretch
@@ -31,10 +36,10 @@ def match_transform(match: PixelMatch, r: int) -> str:
     words = describe(mirrored, cw, float(match.scale[r]), pose >= 8)
     stretch = float(match.stretch[r]) if match.stretch is not None else 1.0
     if abs(math.log(max(stretch, 1e-6))) >= math.log(1.05):      # the stretch stage's aspect change
-        words = ("" if words == "identity" else words + ", ") + f"aspect x{stretch:.2f}"
+        words = add_words(words, f"aspect x{stretch:.2f}")
     if match.overlap is not None and bool(match.overlap[r]):
-        words = ("" if words == "identity" else words + ", ") + "shared region"
+        words = add_words(words, "shared region")
     return words
 
 
-__all__ = ["MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "match_transform", "pair_match"]
+__all__ = ["MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "add_words", "match_transform", "pair_match"]
