@@ -18,6 +18,13 @@ seeds 5,000,000+; JPEG q70 copies):
   how many end at distance 1 or less (f fused with that match), each way, and the median f; and
   the largest match, with the stage, of views that share at most a tenth (as the re-use set's
   hard negatives do) and of unrelated same-size panels;
+* blot-like pictures (lanes with bands at the same heights, each lane its own strengths): the
+  match of two regions that share no pixel and of a real cropped copy, by the default check
+  (the check's weak case, thirteenth session);
+* with ``--reuse``: the calibration re-use set (``evaluation.reuse``, 66 generated parents from
+  seed 20,000,100, 20 triplets per family; never the test seeds): how many positives, random
+  and hard negatives reach 0.6 without the overlap stage, with it, and with it but without its
+  uniqueness rule (``OVERLAP_UNIQUE`` margin 0); about 3 minutes more;
 * the check's seconds per pair with and without the stretch stage, and with and without the
   overlap stage, on the same screen-like pairs (best of two, alternating, one process): ratios
   within one run.
@@ -126,6 +133,60 @@ def overlapping(model, n: int) -> None:
           f"of {n} unrelated pairs: {np.nanmax(mo):.2f}")
 
 
+def blot_lanes(n: int) -> None:
+    from scipy import ndimage as ndi
+
+    different, crops = [], []
+    for seed in range(n):
+        rng = np.random.default_rng(seed)
+        ys = rng.uniform(10, 210, 14)
+        y = np.arange(220)[:, None]
+        lanes = np.zeros((220, 420), np.float32)
+        for x0 in range(10, 410, 40):                      # lanes 30 px wide, 40 px apart
+            amp = rng.uniform(0.2, 1.0, 14) * (rng.random(14) < 0.8)
+            lanes[:, x0:x0 + 30] = (amp[None] * np.exp(-0.5 * ((y - ys[None]) / 2.0) ** 2)).sum(1)[:, None]
+        lanes = ndi.gaussian_filter(lanes, 1.0) + 0.02 * rng.standard_normal(lanes.shape).astype(np.float32)
+        lanes = (lanes - lanes.min()) / (lanes.max() - lanes.min())
+        different.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[:, 210:410]), 80)))
+        crops.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[20:200, 15:175]), 80)))
+    from napari_siamforensic.core.pixels import pair_match
+
+    md = pair_match([x for x, _ in different], [y for _, y in different]).score
+    mc = pair_match([x for x, _ in crops], [y for _, y in crops]).score
+    print(f"blot-like pictures ({n}): two regions sharing no pixel match {np.nanmin(md):.2f}-{np.nanmax(md):.2f} "
+          f"({int(np.sum(md >= 0.6))} of {n} at 0.6 or more); real cropped copies {np.nanmin(mc):.2f}-{np.nanmax(mc):.2f}")
+
+
+def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_100) -> None:
+    from napari_siamforensic._validation import as_image_list
+    from napari_siamforensic.core import pixels
+    from napari_siamforensic.core.synthetic import SCENE_KINDS, generate_scene
+    from napari_siamforensic.evaluation.reuse import make_reuse_set
+
+    kinds = [SCENE_KINDS[i % len(SCENE_KINDS)] for i in range(n_parents)]
+    trip = make_reuse_set([generate_scene(k, seed + i) for i, k in enumerate(kinds)], seed, per_family, groups=kinds)
+    anchors = as_image_list([t.anchor for t in trip], "anchors")
+    print(f"| calibration re-use set ({len(trip)} triplets, seeds {seed:,}+): reach 0.6 | positives | random negatives "
+          f"| hard negatives |")
+    print("|---|---|---|---|")
+    variants = (("check without the overlap stage", {}, None), ("with it", {"overlap": True}, None),
+                ("with it, no uniqueness rule", {"overlap": True}, (pixels.OVERLAP_UNIQUE[0], 0.0)))
+    others = {name: as_image_list([getattr(t, name) for t in trip], name)
+              for name in ("positive", "negative_random", "negative_hard")}
+    for label, kw, unique in variants:
+        default, cells = pixels.OVERLAP_UNIQUE, []
+        try:
+            if unique is not None:
+                pixels.OVERLAP_UNIQUE = unique
+            for name, imgs in others.items():
+                ims = anchors + imgs
+                m = pixels.PixelChecker(ims.__getitem__, **kw)(np.arange(len(trip)), np.arange(len(trip), 2 * len(trip)))
+                cells.append(f"{int(np.sum(np.nan_to_num(m.score) >= pixels.MATCH_THRESHOLD))}")
+        finally:
+            pixels.OVERLAP_UNIQUE = default
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
     """The check's seconds per pair with and without one stage (``"stretch"`` or ``"overlap"``,
     the others as they are by default) on the same screen-like pairs."""
@@ -163,6 +224,8 @@ def main(argv=None) -> None:
     p.add_argument("--model", default=None, help="model file (default: the bundled model)")
     p.add_argument("--n", type=int, default=8, help="panels per row")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reuse", action="store_true",
+                   help="also count the calibration re-use set's pairs at 0.6 with and without the overlap stage")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import napari_siamforensic as sf
@@ -176,6 +239,11 @@ def main(argv=None) -> None:
     print()
     overlapping(model, args.n)
     print()
+    blot_lanes(max(args.n, 6))
+    print()
+    if args.reuse:
+        reuse_overlap()
+        print()
     stage_cost("stretch")
     stage_cost("overlap")
 
