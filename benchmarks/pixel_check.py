@@ -1,5 +1,5 @@
-"""The pixel check on strips, on copies resized to another aspect ratio (twelfth session), and
-on overlapping views (thirteenth session).
+"""The pixel check on strips, on copies resized to another aspect ratio (twelfth session), on
+overlapping views (thirteenth session) and on different lanes of one blot (fourteenth session).
 
     python benchmarks/pixel_check.py [--model PATH] [--n 8] [--threads 2]
 
@@ -20,14 +20,16 @@ seeds 5,000,000+; JPEG q70 copies):
   hard negatives do) and of unrelated same-size panels;
 * blot-like pictures (lanes with bands at the same heights, each lane its own strengths): the
   match of two regions that share no pixel and of a real cropped copy, by the default check
-  (the check's weak case, thirteenth session);
+  and without its line rule (``PixelChecker(structure=False)``; the thirteenth session's weak
+  case, which the rule closed in the fourteenth);
 * with ``--reuse``: the calibration re-use set (``evaluation.reuse``, 66 generated parents from
   seed 20,000,100, 20 triplets per family; never the test seeds): how many positives, random
-  and hard negatives reach 0.6 without the overlap stage, with it, and with it but without its
-  uniqueness rule (``OVERLAP_UNIQUE`` margin 0); about 3 minutes more;
-* the check's seconds per pair with and without the stretch stage, and with and without the
-  overlap stage, on the same screen-like pairs (best of two, alternating, one process): ratios
-  within one run.
+  and hard negatives reach 0.6 by the default check, without its line rule, with the overlap
+  stage, and with it but without its uniqueness rule (``OVERLAP_UNIQUE`` margin 0), with and
+  without the line rule; about 3 minutes more;
+* the check's seconds per pair with and without the stretch stage, with and without the
+  overlap stage, and with and without the line rule, on the same screen-like pairs (best of
+  two, alternating, one process): ratios within one run.
 """
 from __future__ import annotations
 
@@ -149,12 +151,16 @@ def blot_lanes(n: int) -> None:
         lanes = (lanes - lanes.min()) / (lanes.max() - lanes.min())
         different.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[:, 210:410]), 80)))
         crops.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[20:200, 15:175]), 80)))
-    from napari_siamforensic.core.pixels import pair_match
+    from napari_siamforensic.core.pixels import PixelChecker
 
-    md = pair_match([x for x, _ in different], [y for _, y in different]).score
-    mc = pair_match([x for x, _ in crops], [y for _, y in crops]).score
-    print(f"blot-like pictures ({n}): two regions sharing no pixel match {np.nanmin(md):.2f}-{np.nanmax(md):.2f} "
-          f"({int(np.sum(md >= 0.6))} of {n} at 0.6 or more); real cropped copies {np.nanmin(mc):.2f}-{np.nanmax(mc):.2f}")
+    images = [x for pair in different + crops for x in pair]
+    a, b = np.arange(0, len(images), 2), np.arange(1, len(images), 2)
+    for label, kw in (("the default check", {}), ("without the line rule", {"structure": False})):
+        m = PixelChecker(images.__getitem__, **kw)(a, b).score
+        md, mc = m[:n], m[n:]
+        print(f"blot-like pictures ({n}), {label}: two regions sharing no pixel match {np.nanmin(md):.2f}-"
+              f"{np.nanmax(md):.2f} ({int(np.sum(md >= 0.6))} of {n} at 0.6 or more); real cropped copies "
+              f"{np.nanmin(mc):.2f}-{np.nanmax(mc):.2f}")
 
 
 def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_100) -> None:
@@ -169,8 +175,12 @@ def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_
     print(f"| calibration re-use set ({len(trip)} triplets, seeds {seed:,}+): reach 0.6 | positives | random negatives "
           f"| hard negatives |")
     print("|---|---|---|---|")
-    variants = (("check without the overlap stage", {}, None), ("with it", {"overlap": True}, None),
-                ("with it, no uniqueness rule", {"overlap": True}, (pixels.OVERLAP_UNIQUE[0], 0.0)))
+    variants = (("the default check (no overlap stage)", {}, None),
+                ("without the line rule", {"structure": False}, None),
+                ("with the overlap stage", {"overlap": True}, None),
+                ("with it, no uniqueness rule", {"overlap": True}, (pixels.OVERLAP_UNIQUE[0], 0.0)),
+                ("with it, no uniqueness rule, no line rule", {"overlap": True, "structure": False},
+                 (pixels.OVERLAP_UNIQUE[0], 0.0)))
     others = {name: as_image_list([getattr(t, name) for t in trip], name)
               for name in ("positive", "negative_random", "negative_hard")}
     for label, kw, unique in variants:
@@ -188,8 +198,9 @@ def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_
 
 
 def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
-    """The check's seconds per pair with and without one stage (``"stretch"`` or ``"overlap"``,
-    the others as they are by default) on the same screen-like pairs."""
+    """The check's seconds per pair with and without one stage (``"stretch"``, ``"overlap"`` or
+    ``"structure"``, the line rule; the others as they are by default) on the same screen-like
+    pairs."""
     from napari_siamforensic.core.pixels import PixelChecker
 
     rng = np.random.default_rng(5)
@@ -246,6 +257,7 @@ def main(argv=None) -> None:
         print()
     stage_cost("stretch")
     stage_cost("overlap")
+    stage_cost("structure")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,19 @@ lane (64 x 9 px on its thumbnail) is checked like any panel. A pair where no tem
 anywhere (an unreadable or flat picture, or one more than about 10 times as wide as high)
 scores NaN: no evidence either way, and ``ForensicModel.fuse`` keeps its f.
 
+**Lines: what is constant along rows or columns is not evidence** (fourteenth session). Two
+regions of one western blot that share no pixel line their bands up at the same heights, and
+every lane's bands are the same along the lane's width: the two correlate, lane for lane, by
+their rows alone (before this rule 0.49-0.79 on generated blots, where real cropped copies
+matched 0.83-0.87; ``benchmarks/pixel_check.py``). So every correlation the check measures (at
+each stage's best offset) is capped by how well the two aligned windows still correlate after
+each row's mean is taken out of both, and after each column's mean is (the smaller of the two;
+:func:`_beyond_lines`). A copy keeps its match: its lanes differ from one another, and its
+pixels beyond the lines are the same. Different lanes have nothing left (0.28-0.57). On ordinary
+pictures a row's or a column's mean of a band-passed thumbnail is small, so the cap hardly
+moves their score. ``PixelChecker(structure=False)`` turns it off. Not covered: stripes at
+other angles (oriented fibres), whose lines are not rows or columns.
+
 **Stretched copies** (twelfth session). A panel resized without keeping its aspect ratio (to
 fit a figure's layout cell) matches no template of its own aspect. Where b in one of the 8
 poses has an aspect ratio ``STRETCH_RANGE`` (1.05 to 2 times) away from a's, a's thumbnail is
@@ -304,15 +317,19 @@ class PixelChecker:
 
     Two stages: every pose (8: flips and quarter turns; inversion by ``|NCC|``), both
     directions and every scale of ``scales`` on ``coarse``-px thumbnails; then the best of
-    those again on ``side``-px thumbnails, which gives the score and the boxes."""
+    those again on ``side``-px thumbnails, which gives the score and the boxes. ``rotations``,
+    ``stretch`` and ``overlap`` switch the small-rotation, stretch and overlap stages (the
+    last off by default); ``structure`` the line rule (on by default: each score is at most
+    the correlation beyond the rows' and the columns' means, see the module's doc)."""
 
     def __init__(self, image_of, *, side: int = SIDE, coarse: int = COARSE, scales=SCALES,
                  coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 512,
                  refine_from: float = 0.5, rotations: bool = True, stretch: bool = True,
-                 overlap: bool = False):
+                 overlap: bool = False, structure: bool = True):
         self.image_of, self.side, self.coarse, self.block = image_of, side, coarse, block
         self.refine_from = refine_from
         self.rotations, self.stretch, self.overlap = bool(rotations), bool(stretch), bool(overlap)
+        self.structure = bool(structure)
         self._unit: OrderedDict[tuple, np.ndarray] = OrderedDict()   # the stretch stage's frames
         self.scales, self.coarse_scales = tuple(scales), tuple(coarse_scales)
         self._thumb: dict[int, tuple | None] = {}
@@ -433,10 +450,16 @@ class PixelChecker:
                 continue
             v = float((ta * tb).sum())
             if best is None or abs(v) > abs(best[0]):
-                best = (v, q)
+                best = (v, q, ta, tb)
         if best is None or (out.compared[r] and abs(best[0]) <= out.score[r]):
             return
-        v, q = best
+        v, q, ta, tb = best
+        if self.structure:
+            fa, fb = np.zeros((2, 1, self.side, self.side), np.float32)
+            fa[0, :ta.shape[0], :ta.shape[1]], fb[0, :tb.shape[0], :tb.shape[1]] = ta, tb
+            v = float(np.sign(v)) * min(abs(v), float(_beyond_lines(fa, fb, np.array([ta.shape]), [0], [0])[0]))
+            if out.compared[r] and abs(v) <= out.score[r]:
+                return
         (Ha, Wa), (Hb, Wb) = self._thumb[i][2], self._thumb[j][2]
         out.score[r], out.compared[r] = min(abs(v), 1.0), True
         out.pose[r], out.of_b[r] = q + (8 if v < 0 else 0), True
@@ -517,6 +540,14 @@ class PixelChecker:
             oy, ox = int(fy[m]), int(fx[m])
             y0, y1 = max(0, oy), min(hf, oy + gf.shape[0])
             x0, x1 = max(0, ox), min(wf, ox + gf.shape[1])
+            if self.structure:                    # the shared region must match beyond its rows' and columns' means
+                fa, fb = np.zeros((2, 1, S, S), np.float32)
+                fa[0, :y1 - y0, :x1 - x0] = F[m, 0, y0:y1, x0:x1]
+                fb[0, :y1 - y0, :x1 - x0] = gf[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+                beyond = float(_beyond_lines(fa, fb, np.array([[y1 - y0, x1 - x0]]), [0], [0])[0])
+                val[m] = min(float(val[m]), _discounted(beyond, (y1 - y0) * (x1 - x0)))
+                if val[m] < MATCH_THRESHOLD or (out.compared[r] and val[m] <= out.score[r]):
+                    continue
             f_box = _unpose_box((x0, y0, x1, y1), q, self._thumb[f_item][0].shape, self._thumb[f_item][2])
             g_box = _scale_box((x0 - ox, y0 - oy, x1 - ox, y1 - oy), gf.shape, self._thumb[g_item][2])
             of_b = f_item == int(b[r])                   # the posed (larger) picture is b
@@ -620,6 +651,10 @@ class PixelChecker:
         val, _, cj, oy, ox, sign, fits = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
                                                     np.stack([x[0] for x in templates]),
                                                     np.stack([x[1] for x in templates]))
+        if self.structure:
+            tmp = np.stack([x[0][c] for x, c in zip(templates, cj)])       # (n, S, S): the winning templates
+            hw = np.stack([x[1][c] for x, c in zip(templates, cj)])
+            val = np.minimum(val, _beyond_lines(tmp, np.stack([x[0][0] for x in fi]), hw, oy, ox))
         for j in np.argsort(val, kind="stable"):          # the best job of each pair is written last
             r, d, q, t_item, i_item = jobs[j]
             if not fits[j] or (out.compared[r] and val[j] <= out.score[r]):
@@ -673,6 +708,50 @@ def _templates(t: np.ndarray, scales, S: int):
         tmps[j, :th, :tw] = r / nrm
         tsize[j] = (th, tw)
     return tmps, tsize
+
+
+def _beyond_lines(tmp: np.ndarray, img: np.ndarray, hw: np.ndarray, oy, ox) -> np.ndarray:
+    """``(n,)``: how well each template ``tmp[k]`` (its ``hw[k]`` top-left px of an ``S`` x ``S``
+    frame) still correlates with the window of ``img[k]`` at ``(oy[k], ox[k])`` once what is
+    constant along their rows, or along their columns, is taken out: the smaller of the two
+    ``|NCC|`` after subtracting each row's mean, and after subtracting each column's mean (0
+    where a residual is flat or correlates with the other sign than the two windows do).
+    Different lanes of one blot have their bands at the same heights: their rows correlate, and
+    nothing beyond them does (thirteenth session's weak case)."""
+    n, S, _ = tmp.shape
+    if n == 0:
+        return np.zeros(0)
+    ar = np.arange(S)
+    h = np.asarray(hw[:, 0], np.float64)
+    w = np.asarray(hw[:, 1], np.float64)
+    mask = (ar[None, :, None] < h[:, None, None]) & (ar[None, None, :] < w[:, None, None])
+    q = img[np.arange(n)[:, None, None], (np.asarray(oy)[:, None] + ar)[:, :, None] % S,
+            (np.asarray(ox)[:, None] + ar)[:, None, :] % S] * mask            # the windows, zero outside
+    p = np.asarray(tmp, np.float32)
+    p = (p - (p.sum((1, 2)) / np.maximum(h * w, 1.0)).astype(np.float32)[:, None, None]) * mask
+    # q's own mean needs no subtracting where it meets p (zero-mean), only in its sums below
+    pq = (p * q).sum((1, 2), dtype=np.float64)
+    pp = (p * p).sum((1, 2), dtype=np.float64)
+    qq = (q * q).sum((1, 2), dtype=np.float64)
+    mq = q.sum((1, 2), dtype=np.float64) / np.maximum(h * w, 1.0)
+    qq = qq - mq * mq * h * w
+    sign = np.sign(pq)
+    out = np.ones(n)
+    for axis, length, count in ((2, w, h), (1, h, w)):    # each row's mean (along x), then each column's
+        sp = p.sum(axis, dtype=np.float64)                # (n, S): zero past the box
+        sq = q.sum(axis, dtype=np.float64) - (mq * length)[:, None] * (ar[None] < count[:, None])
+        num = pq - (sp * sq).sum(1) / np.maximum(length, 1.0)
+        den = np.sqrt(np.maximum(pp - (sp * sp).sum(1) / np.maximum(length, 1.0), 0.0)
+                      * np.maximum(qq - (sq * sq).sum(1) / np.maximum(length, 1.0), 0.0))
+        r = np.where(den > 1e-12, sign * num / np.maximum(den, 1e-300), 0.0)
+        out = np.minimum(out, np.maximum(r, 0.0))
+    return out
+
+
+def _discounted(r: float, area: float) -> float:
+    """The overlap stage's small-region discount of one ``|NCC|`` (``area`` in ``SIDE``-px
+    units), as :func:`_overlap_ncc` applies it."""
+    return float(np.tanh(np.arctanh(min(r, 1 - 1e-6)) * np.sqrt(min(area / OVERLAP_FULL_AREA, 1.0))))
 
 
 def _usable(h: int, w: int, S: int) -> bool:
