@@ -355,6 +355,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         _check_without_stage(rows, res, truth, "rotations")
     if args.without_overlap and checked:
         _check_without_stage(rows, res, truth, "overlap")
+    if args.without_line_rule and checked:
+        _check_without_stage(rows, res, truth, "structure")
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -524,12 +526,13 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
 
 def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     """The pixel check of the same candidate pairs again, with and then without one of its
-    stages (``core.pixels``: ``"rotations"``, tenth session; ``"overlap"``, thirteenth), each
-    timed on fresh thumbnails: the stage's cost as a ratio measured in one run, and what it
-    changes in the match."""
+    stages (``core.pixels``: ``"rotations"``, tenth session; ``"overlap"``, thirteenth;
+    ``"structure"``, the line rule, fourteenth), each timed on fresh thumbnails: the stage's
+    cost as a ratio measured in one run, and what it changes in the match; the unrelated pairs
+    either way verifies are listed (file names, match with / without)."""
     from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
 
-    name = {"rotations": "rotation", "overlap": "overlap"}[stage]
+    name = {"rotations": "rotation stage", "overlap": "overlap stage", "structure": "line rule"}[stage]
     paths = dict(zip(res.items["id"].to_numpy(int).tolist(), res.items["source"]))
     a, b = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
     images = {i: np.asarray(Image.open(paths[i]).convert("F"), np.float32) for i in set(a.tolist()) | set(b.tolist())}
@@ -540,19 +543,26 @@ def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
         m = PixelChecker(images.__getitem__, **{stage: on})(a, b)
         out[on] = (time.perf_counter() - t, m.score)
     (t_with, with_), (t_without, without) = out[True], out[False]
-    rows[f"pixel check s, same pairs: with / without the {name} stage"] = (
+    rows[f"pixel check s, same pairs: with / without the {name}"] = (
         f"{t_with:.1f} / {t_without:.1f} ({t_with / max(t_without, 1e-9):.2f}x)")
     for kind, sel in (("planted", planted), ("unrelated", ~planted)):
         if sel.any():
-            rows[f"match of {kind} candidate pairs, with / without the {name} stage: max / min / share >= "
+            rows[f"match of {kind} candidate pairs, with / without the {name}: max / min / share >= "
                  f"{MATCH_THRESHOLD:g}"] = (f"{np.nanmax(with_[sel]):.3f} / {np.nanmin(with_[sel]):.3f} / "
                                             f"{np.mean(with_[sel] >= MATCH_THRESHOLD):.4f} against "
                                             f"{np.nanmax(without[sel]):.3f} / {np.nanmin(without[sel]):.3f} / "
                                             f"{np.mean(without[sel] >= MATCH_THRESHOLD):.4f}")
             if kind == "unrelated":
-                rows[f"unrelated candidate pairs with match >= {MATCH_THRESHOLD:g}, with / without the {name} "
-                     f"stage"] = f"{int((with_[sel] >= MATCH_THRESHOLD).sum())} / {int((without[sel] >= MATCH_THRESHOLD).sum())}"
-    rows[f"candidate pairs the {name} stage raised"] = int((with_ > without).sum())
+                rows[f"unrelated candidate pairs with match >= {MATCH_THRESHOLD:g}, with / without the {name}"] = (
+                    f"{int((with_[sel] >= MATCH_THRESHOLD).sum())} / {int((without[sel] >= MATCH_THRESHOLD).sum())}")
+                either = np.flatnonzero(sel & ((np.nan_to_num(with_) >= MATCH_THRESHOLD)
+                                               | (np.nan_to_num(without) >= MATCH_THRESHOLD)))
+                for k in either[:8]:
+                    rows[f"unrelated pair verified with or without the {name}: "
+                         f"{os.path.basename(paths[int(a[k])])} & {os.path.basename(paths[int(b[k])])}"] = (
+                        f"{with_[k]:.3f} / {without[k]:.3f}")
+    rows[f"candidate pairs the {name} raised"] = int((with_ > without).sum())
+    rows[f"candidate pairs the {name} lowered"] = int((with_ < without).sum())
 
 
 def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
@@ -647,6 +657,9 @@ def main(argv=None):
     p.add_argument("--without-overlap", action="store_true",
                    help="check the screen's candidate pairs again with and without the pixel check's overlap "
                         "stage, timed in the same run")
+    p.add_argument("--without-line-rule", action="store_true",
+                   help="check the screen's candidate pairs again with and without the pixel check's line rule "
+                        "(structure=False), timed in the same run, and list the unrelated pairs either verifies")
     p.add_argument("--overlap-views", action="store_true",
                    help="plant overlapping views (two regions of one picture sharing 16-64 %% of each, neither "
                         "holding the other) instead of cropped copies (write_overlap_corpus)")
