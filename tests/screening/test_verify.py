@@ -458,3 +458,32 @@ def test_the_line_rule_leaves_copies_of_ordinary_pictures_alone():
     with_rule = PixelChecker(lambda i: images[i])(a, b).score
     without = PixelChecker(lambda i: images[i], structure=False)(a, b).score
     assert np.all(with_rule >= 0.75) and np.all(without - with_rule < 0.02), (with_rule, without)
+
+
+def test_the_refine_gate_reads_the_correlation_before_the_line_rule(monkeypatch):
+    """Pairs are measured again at finer sizes (``_refine``) when their best correlation before
+    the line rule reaches ``refine_from``: at the coarse grid of sizes a copy correlates only in
+    part, and gating on the capped score kept a planted copy of the N = 10,000 screen from the
+    size that matched it (0.859 -> 0.495). Here the rule is made to cap everything to 0: the
+    same pairs must still be refined."""
+    from napari_siamforensic.core import pixels
+
+    images = []
+    for s in range(4):
+        t = texture(700 + s, smooth=1.5)
+        images += [t, jpeg(resize(np.ascontiguousarray(t[10:170, 20:200]), 1.17), 70), texture(800 + s, smooth=1.5)]
+    a = np.repeat(np.arange(0, 12, 3), 2)
+    b = np.stack([np.arange(1, 12, 3), np.arange(2, 12, 3)], 1).ravel()
+    seen = {}
+    real_refine = PixelChecker._refine
+
+    def spy(self, rows, a_, b_, out):
+        seen.setdefault(self.structure, []).append(sorted(int(r) for r in rows))
+        return real_refine(self, rows, a_, b_, out)
+
+    monkeypatch.setattr(PixelChecker, "_refine", spy)
+    plain = PixelChecker(lambda i: images[i], structure=False, rotations=False)(a, b)
+    monkeypatch.setattr(pixels, "_beyond_lines", lambda tmp, *args: np.zeros(len(tmp)))
+    capped = PixelChecker(lambda i: images[i], rotations=False)(a, b)
+    assert seen[False][0] == seen[True][0] and len(seen[True][0]) >= 4, seen     # the copies, not only
+    assert np.all(capped.score == 0) and np.all(plain.score[0::2] >= 0.7), (capped.score, plain.score)
