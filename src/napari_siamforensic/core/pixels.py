@@ -270,8 +270,8 @@ def _resized(t: np.ndarray, c: float) -> np.ndarray:
 class PixelMatch:
     """Per pair: ``score`` (best ``|NCC|``, capped by the line rule; NaN where nothing could be
     compared: an unreadable item, a flat one, or one too thin for any template, under
-    ``MIN_TEMPLATE_SIDE`` px of its check thumbnail across), and the matched box in each image's own pixels
-    ``(x0, y0, x1, y1)`` (None where nothing matched). ``compared``: False where ``score`` is
+    ``MIN_TEMPLATE_SIDE`` px of its check thumbnail across), and the matched box in each
+    image's own pixels ``(x0, y0, x1, y1)`` (None where nothing matched). ``compared``: False where ``score`` is
     NaN. A NaN score is no evidence either way: ``ForensicModel.fuse`` leaves f alone there.
     (Before the twelfth session such pairs scored 0, and the fused distance counted them as
     pixels that differ.)"""
