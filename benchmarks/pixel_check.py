@@ -136,19 +136,11 @@ def overlapping(model, n: int) -> None:
 
 
 def blot_lanes(n: int) -> None:
-    from scipy import ndimage as ndi
+    from napari_siamforensic.evaluation.reuse import blot_lanes as lane_picture
 
     different, crops = [], []
     for seed in range(n):
-        rng = np.random.default_rng(seed)
-        ys = rng.uniform(10, 210, 14)
-        y = np.arange(220)[:, None]
-        lanes = np.zeros((220, 420), np.float32)
-        for x0 in range(10, 410, 40):                      # lanes 30 px wide, 40 px apart
-            amp = rng.uniform(0.2, 1.0, 14) * (rng.random(14) < 0.8)
-            lanes[:, x0:x0 + 30] = (amp[None] * np.exp(-0.5 * ((y - ys[None]) / 2.0) ** 2)).sum(1)[:, None]
-        lanes = ndi.gaussian_filter(lanes, 1.0) + 0.02 * rng.standard_normal(lanes.shape).astype(np.float32)
-        lanes = (lanes - lanes.min()) / (lanes.max() - lanes.min())
+        lanes = lane_picture(seed)
         different.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[:, 210:410]), 80)))
         crops.append((np.ascontiguousarray(lanes[:, :200]), _jpeg(np.ascontiguousarray(lanes[20:200, 15:175]), 80)))
     from napari_siamforensic.core.pixels import PixelChecker

@@ -13,6 +13,7 @@ from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
 from napari_siamforensic.core.pixels import (MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed, _templates,
                                              check_thumbnail)
+from napari_siamforensic.evaluation.reuse import blot_lanes
 from napari_siamforensic.screening.verify import match_transform
 
 
@@ -362,15 +363,7 @@ def test_repeated_structure_does_not_pass_for_a_shared_region(monkeypatch):
     weak case, see docs/screening.md, *Thirteenth session*.)"""
     from napari_siamforensic.core import pixels
 
-    rng = np.random.default_rng(4)
-    ys = rng.uniform(10, 210, 14)
-    y = np.arange(220)[:, None]
-    lanes = np.zeros((220, 420), np.float32)
-    for x0 in range(10, 410, 40):                                    # lanes 30 px wide, 40 px apart
-        amp = rng.uniform(0.2, 1.0, 14) * (rng.random(14) < 0.8)
-        lanes[:, x0:x0 + 30] = (amp[None] * np.exp(-0.5 * ((y - ys[None]) / 2.0) ** 2)).sum(1)[:, None]
-    lanes = ndi.gaussian_filter(lanes, 1.0) + 0.02 * rng.standard_normal(lanes.shape).astype(np.float32)
-    lanes = (lanes - lanes.min()) / (lanes.max() - lanes.min())
+    lanes = blot_lanes(4)
     images = [np.ascontiguousarray(lanes[:, :200]), jpeg(np.ascontiguousarray(lanes[:, 210:410]), 80)]
     one, two = np.zeros(1, int), np.ones(1, int)
     plain = PixelChecker(lambda i: images[i])(one, two)
@@ -383,20 +376,6 @@ def test_repeated_structure_does_not_pass_for_a_shared_region(monkeypatch):
     # does not match beyond its rows' means
     guarded = PixelChecker(lambda i: images[i], overlap=True)(one, two)
     assert guarded.score[0] < MATCH_THRESHOLD and not guarded.overlap[0], guarded.score
-
-
-def blot_lanes(seed: int) -> np.ndarray:
-    """A blot-like picture: 10 lanes 30 px wide, bands at the same 14 heights in every lane,
-    each lane its own band strengths (some bands missing), a little noise."""
-    rng = np.random.default_rng(seed)
-    ys = rng.uniform(10, 210, 14)
-    y = np.arange(220)[:, None]
-    lanes = np.zeros((220, 420), np.float32)
-    for x0 in range(10, 410, 40):
-        amp = rng.uniform(0.2, 1.0, 14) * (rng.random(14) < 0.8)
-        lanes[:, x0:x0 + 30] = (amp[None] * np.exp(-0.5 * ((y - ys[None]) / 2.0) ** 2)).sum(1)[:, None]
-    lanes = ndi.gaussian_filter(lanes, 1.0) + 0.02 * rng.standard_normal(lanes.shape).astype(np.float32)
-    return (lanes - lanes.min()) / (lanes.max() - lanes.min())
 
 
 @pytest.mark.parametrize("turn", [False, True])

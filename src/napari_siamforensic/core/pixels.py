@@ -658,8 +658,7 @@ class PixelChecker:
                                                     np.stack([x[0] for x in templates]),
                                                     np.stack([x[1] for x in templates]))
         if gate is not None:
-            for j in np.flatnonzero(fits):
-                gate[jobs[j][0]] = max(gate[jobs[j][0]], float(val[j]))
+            np.maximum.at(gate, np.array([jobs[j][0] for j in np.flatnonzero(fits)], np.intp), val[fits])
         if self.structure:
             tmp = np.stack([x[0][c] for x, c in zip(templates, cj)])       # (n, S, S): the winning templates
             hw = np.stack([x[1][c] for x, c in zip(templates, cj)])

@@ -38,6 +38,7 @@ __all__ = [
     "FAMILIES",
     "MANIPULATIONS",
     "Triplet",
+    "blot_lanes",
     "make_reuse_set",
     "manipulate",
     "view_boxes",
@@ -444,3 +445,22 @@ def make_reuse_set(
                                family=family, parent=pi, parent_random=ri, anchor_box=a_box, hard_box=h_box,
                                hard_overlap=float(ov), steps=steps))
     return out
+
+
+def blot_lanes(seed: int) -> np.ndarray:
+    """A blot-like picture, ``(220, 420)`` float32 in [0, 1]: 10 lanes 30 px wide and 40 px
+    apart, bands at the same 14 heights in every lane, each lane its own band strengths (some
+    missing), a little noise. Two regions of it that share no pixel line their bands up: the
+    pixel check's hard case of the thirteenth session (``benchmarks/pixel_check.py`` and the
+    check's tests use it; the fourteenth session's line rule answers it)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    ys = rng.uniform(10, 210, 14)
+    y = np.arange(220)[:, None]
+    lanes = np.zeros((220, 420), np.float32)
+    for x0 in range(10, 410, 40):
+        amp = rng.uniform(0.2, 1.0, 14) * (rng.random(14) < 0.8)
+        lanes[:, x0:x0 + 30] = (amp[None] * np.exp(-0.5 * ((y - ys[None]) / 2.0) ** 2)).sum(1)[:, None]
+    lanes = ndi.gaussian_filter(lanes, 1.0) + 0.02 * rng.standard_normal(lanes.shape).astype(np.float32)
+    return (lanes - lanes.min()) / (lanes.max() - lanes.min())
