@@ -24,12 +24,14 @@ seeds 5,000,000+; JPEG q70 copies):
   case, which the rule closed in the fourteenth);
 * with ``--reuse``: the calibration re-use set (``evaluation.reuse``, 66 generated parents from
   seed 20,000,100, 20 triplets per family; never the test seeds): how many positives, random
-  and hard negatives reach 0.6 by the default check, without its line rule, with the overlap
+  and hard negatives reach 0.6 by the default check, without its line rule, without its
+  small-template discount, with the overlap
   stage, and with it but without its uniqueness rule (``OVERLAP_UNIQUE`` margin 0), with and
   without the line rule; about 3 minutes more;
 * the check's seconds per pair with and without the stretch stage, with and without the
-  overlap stage, and with and without the line rule, on the same screen-like pairs (best of
-  two, alternating, one process): ratios within one run.
+  overlap stage, with and without the line rule, and with and without the small-template
+  discount (fifteenth session), on the same screen-like pairs (best of two, alternating, one
+  process): ratios within one run.
 """
 from __future__ import annotations
 
@@ -169,6 +171,7 @@ def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_
     print("|---|---|---|---|")
     variants = (("the default check (no overlap stage)", {}, None),
                 ("without the line rule", {"structure": False}, None),
+                ("without the small-template discount", {"template_full_area": None}, None),
                 ("with the overlap stage", {"overlap": True}, None),
                 ("with it, no uniqueness rule", {"overlap": True}, (pixels.OVERLAP_UNIQUE[0], 0.0)),
                 ("with it, no uniqueness rule, no line rule", {"overlap": True, "structure": False},
@@ -190,10 +193,15 @@ def reuse_overlap(n_parents: int = 66, per_family: int = 20, seed: int = 20_000_
 
 
 def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
-    """The check's seconds per pair with and without one stage (``"stretch"``, ``"overlap"`` or
-    ``"structure"``, the line rule; the others as they are by default) on the same screen-like
-    pairs."""
-    from napari_siamforensic.core.pixels import PixelChecker
+    """The check's seconds per pair with and without one stage (``"stretch"``, ``"overlap"``,
+    ``"structure"``, the line rule, or ``"discount"``, the small-template discount; the others
+    as they are by default) on the same screen-like pairs."""
+    from napari_siamforensic.core.pixels import TEMPLATE_FULL_AREA, PixelChecker
+
+    def switch(on: bool) -> dict:
+        if stage == "discount":
+            return {"template_full_area": TEMPLATE_FULL_AREA if on else None}
+        return {stage: on}
 
     rng = np.random.default_rng(5)
     imgs = []
@@ -208,7 +216,7 @@ def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
     times, scores = {True: [], False: []}, {}
     for _ in range(2):
         for st in (False, True):
-            chk = PixelChecker(imgs.__getitem__, **{stage: st})
+            chk = PixelChecker(imgs.__getitem__, **switch(st))
             for i in range(len(imgs)):
                 chk.thumb(i)
             t = time.perf_counter()
@@ -250,6 +258,7 @@ def main(argv=None) -> None:
     stage_cost("stretch")
     stage_cost("overlap")
     stage_cost("structure")
+    stage_cost("discount")
 
 
 if __name__ == "__main__":

@@ -357,6 +357,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         _check_without_stage(rows, res, truth, "overlap")
     if args.without_line_rule and checked:
         _check_without_stage(rows, res, truth, "structure")
+    if args.without_discount and checked:
+        _check_without_stage(rows, res, truth, "discount")
     # the same store, searched again at each k, and exhaustively
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
@@ -527,12 +529,14 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
 def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     """The pixel check of the same candidate pairs again, with and then without one of its
     stages (``core.pixels``: ``"rotations"``, tenth session; ``"overlap"``, thirteenth;
-    ``"structure"``, the line rule, fourteenth), each timed on fresh thumbnails: the stage's
+    ``"structure"``, the line rule, fourteenth; ``"discount"``, the small-template discount,
+    fifteenth), each timed on fresh thumbnails: the stage's
     cost as a ratio measured in one run, and what it changes in the match; the unrelated pairs
     either way verifies are listed (file names, match with / without)."""
-    from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
+    from napari_siamforensic.core.pixels import MATCH_THRESHOLD, TEMPLATE_FULL_AREA, PixelChecker
 
-    name = {"rotations": "rotation stage", "overlap": "overlap stage", "structure": "line rule"}[stage]
+    name = {"rotations": "rotation stage", "overlap": "overlap stage", "structure": "line rule",
+            "discount": "small-template discount"}[stage]
     paths = dict(zip(res.items["id"].to_numpy(int).tolist(), res.items["source"]))
     a, b = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
     images = {i: np.asarray(Image.open(paths[i]).convert("F"), np.float32) for i in set(a.tolist()) | set(b.tolist())}
@@ -540,7 +544,8 @@ def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     out = {}
     for on in (True, False):
         t = time.perf_counter()
-        m = PixelChecker(images.__getitem__, **{stage: on})(a, b)
+        switch = ({"template_full_area": TEMPLATE_FULL_AREA if on else None} if stage == "discount" else {stage: on})
+        m = PixelChecker(images.__getitem__, **switch)(a, b)
         out[on] = (time.perf_counter() - t, m.score)
     (t_with, with_), (t_without, without) = out[True], out[False]
     rows[f"pixel check s, same pairs: with / without the {name}"] = (
@@ -660,6 +665,10 @@ def main(argv=None):
     p.add_argument("--without-line-rule", action="store_true",
                    help="check the screen's candidate pairs again with and without the pixel check's line rule "
                         "(structure=False), timed in the same run, and list the unrelated pairs either verifies")
+    p.add_argument("--without-discount", action="store_true",
+                   help="check the screen's candidate pairs again with and without the pixel check's small-template "
+                        "discount (template_full_area=None), timed in the same run, and list the unrelated pairs "
+                        "either verifies")
     p.add_argument("--overlap-views", action="store_true",
                    help="plant overlapping views (two regions of one picture sharing 16-64 %% of each, neither "
                         "holding the other) instead of cropped copies (write_overlap_corpus)")

@@ -58,7 +58,7 @@ def test_the_fft_correlation_equals_a_direct_one():
     tmp = img[5:22, 9:25] + 0.3 * rng.standard_normal((17, 16)).astype(np.float32)
     frames, shapes = _posed(img, [0, 5], S)
     tmps, sizes = _templates(tmp, (1.0,), S)
-    val, pj, cj, oy, ox, sign, fits = _correlate(frames[None], shapes[None], tmps[None], sizes[None])
+    val, pj, cj, oy, ox, sign, fits, _ = _correlate(frames[None], shapes[None], tmps[None], sizes[None])
     best = (0.0, None)
     for p in (0, 5):
         im = _dihedral(img, p)
@@ -466,3 +466,51 @@ def test_the_refine_gate_reads_the_correlation_before_the_line_rule(monkeypatch)
     capped = PixelChecker(lambda i: images[i], rotations=False)(a, b)
     assert seen[False][0] == seen[True][0] and len(seen[True][0]) >= 4, seen     # the copies, not only
     assert np.all(capped.score == 0) and np.all(plain.score[0::2] >= 0.7), (capped.score, plain.score)
+
+
+def test_the_small_template_discount_is_applied_before_the_best_template_is_chosen():
+    """With ``full_area``, each template's best ``|NCC|`` is discounted by its area,
+    ``tanh(atanh(r) sqrt(area / full_area))``, and the best of those is chosen: here the
+    smallest template correlates best by chance (0.255 against 0.238 for the whole one), and
+    after the discount the whole one wins. ``raw`` is the chosen template's correlation."""
+    rng = np.random.default_rng(10)
+    S = 32
+    img = ndi.gaussian_filter(rng.standard_normal((30, 30)), 1.0).astype(np.float32)
+    tmp = img[4:26, 3:27] + 0.8 * rng.standard_normal((22, 24)).astype(np.float32)
+    frames, shapes = _posed(img, [0], S)
+    tmps, sizes = _templates(tmp, (1.0, 0.8, 0.6), S)
+    plain = [float(_correlate(frames[None], shapes[None], tmps[None][:, [c]], sizes[None][:, [c]])[0][0])
+             for c in range(3)]
+    full = 400.0
+    disc = [np.tanh(np.arctanh(r) * np.sqrt(min(1.0, sizes[c].prod() / full))) for c, r in enumerate(plain)]
+    assert int(np.argmax(plain)) == 2 and int(np.argmax(disc)) == 0          # the discount changes the choice
+    val, _, cj, *_, raw = _correlate(frames[None], shapes[None], tmps[None], sizes[None], full)
+    assert cj[0] == 0 and val[0] == pytest.approx(max(disc), abs=1e-5) and raw[0] == pytest.approx(plain[0], abs=1e-5)
+    undiscounted, _, cj0, *_, raw0 = _correlate(frames[None], shapes[None], tmps[None], sizes[None])
+    assert cj0[0] == 2 and undiscounted[0] == raw0[0] == pytest.approx(plain[2], abs=1e-5)
+
+
+def test_the_small_template_discount_lowers_chance_matches_and_leaves_copies_alone():
+    """Different strips (their templates are small on a 64 px thumbnail) correlate less with the
+    discount; copies of square pictures, matched by templates of a full thumbnail's area, keep
+    their score."""
+    strips = [texture(900 + i, (70, 200), smooth=1.5) for i in range(6)]
+    a, b = np.triu_indices(6, 1)
+    with_ = PixelChecker(lambda i: strips[i])(a, b).score
+    without = PixelChecker(lambda i: strips[i], template_full_area=None)(a, b).score
+    assert np.all(with_ <= without + 1e-6) and np.sum(with_ < without - 0.02) >= 5, (with_, without)
+    images = []
+    for s in range(4):
+        t = texture(950 + s, (200, 200), smooth=1.5)
+        images += [t, jpeg(np.ascontiguousarray(np.rot90(t, s)), 70)]
+    a, b = np.arange(0, 8, 2), np.arange(1, 8, 2)
+    kept = PixelChecker(lambda i: images[i])(a, b).score
+    plain = PixelChecker(lambda i: images[i], template_full_area=None)(a, b).score
+    np.testing.assert_allclose(kept, plain, atol=1e-6)
+    assert np.all(kept >= 0.8)
+
+
+@pytest.mark.parametrize("bad", [0, -5.0, float("nan"), float("inf")])
+def test_a_bad_template_full_area_is_refused_with_what_is_accepted(bad):
+    with pytest.raises(ValueError, match="template_full_area"):
+        PixelChecker(lambda i: None, template_full_area=bad)

@@ -46,6 +46,20 @@ pictures a row's or a column's mean of a band-passed thumbnail is small, so the 
 moves their score. ``PixelChecker(structure=False)`` turns it off. Not covered: stripes at
 other angles (oriented fibres), whose lines are not rows or columns.
 
+**Small templates count less** (fifteenth session). The correlation of two unrelated pictures
+over N px spreads as one over the square root of N (its Fisher z), so a small template (a
+strip's, or a picture cut down by the rotation stage or shrunk to half its size) matches a
+window of another picture by chance more than a full one does: before this rule a crop holding
+one nucleus matched another nuclei picture at 0.72, and an unrelated pair of the calibration
+screen 0.56. Below ``TEMPLATE_FULL_AREA`` (1,024 px of the 64 px thumbnail: a square
+picture at half its size) a template's ``|NCC|`` r counts as ``tanh(atanh(r) sqrt(area /
+TEMPLATE_FULL_AREA))``, applied to every template before the best is chosen (the overlap
+stage's rule, for whole pictures; :func:`_small_discount`). A square picture's templates at
+sizes 0.5 to 1 are not touched; a picture twice as wide as high from size 0.7 down is. The
+area was chosen on calibration data only (``training/calibrate_default.py``'s pairs and a
+screen of 3,000 panels from seed 20,000,500; model card, *Fifteenth session*).
+``PixelChecker(template_full_area=None)`` turns it off.
+
 **Stretched copies** (twelfth session). A panel resized without keeping its aspect ratio (to
 fit a figure's layout cell) matches no template of its own aspect. Where b in one of the 8
 poses has an aspect ratio ``STRETCH_RANGE`` (1.05 to 2 times) away from a's, a's thumbnail is
@@ -120,6 +134,7 @@ ROTATION_RANGE = (1.5, 20.0)   # degrees: the small rotations the check turns a 
 ROTATION_MIN_STRENGTH = 0.6    # ... where the two angular profiles correlate at least this well
 OVERLAP_MIN_FRACTION = 0.25   # the overlap stage: a shared region of at least this share of the smaller picture
 OVERLAP_FULL_AREA = 2048.0     # ... whose |NCC| counts in full from this area (64 px units) on, less below
+TEMPLATE_FULL_AREA = 1024.0    # a whole-picture template's |NCC| counts in full from this area (64 px units) on
 OVERLAP_REFINE = 3             # fine px around the coarse stage's offset the fine stage searches
 OVERLAP_UNIQUE = (3, 0.35)     # its best coarse offset must beat every other offset of its pose more than
 #                                3 coarse px away by 0.35 in Fisher z (atanh): repeated structure (a
@@ -320,12 +335,19 @@ class PixelChecker:
     those again on ``side``-px thumbnails, which gives the score and the boxes. ``rotations``,
     ``stretch`` and ``overlap`` switch the small-rotation, stretch and overlap stages (the
     last off by default); ``structure`` the line rule (on by default: each score is at most
-    the correlation beyond the rows' and the columns' means, see the module's doc)."""
+    the correlation beyond the rows' and the columns' means, see the module's doc);
+    ``template_full_area`` the small-template discount (px of the 64 px thumbnail from which a
+    template's correlation counts in full; None: no discount)."""
 
     def __init__(self, image_of, *, side: int = SIDE, coarse: int = COARSE, scales=SCALES,
                  coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 512,
                  refine_from: float = 0.5, rotations: bool = True, stretch: bool = True,
-                 overlap: bool = False, structure: bool = True):
+                 overlap: bool = False, structure: bool = True,
+                 template_full_area: float | None = TEMPLATE_FULL_AREA):
+        if template_full_area is not None and not (np.isfinite(template_full_area) and template_full_area > 0):
+            raise ValueError(f"`template_full_area` must be None (no discount) or a positive area in px of the "
+                             f"{SIDE} px check thumbnail, got {template_full_area!r}")
+        self.template_full_area = None if template_full_area is None else float(template_full_area)
         self.image_of, self.side, self.coarse, self.block = image_of, side, coarse, block
         self.refine_from = refine_from
         self.rotations, self.stretch, self.overlap = bool(rotations), bool(stretch), bool(overlap)
@@ -337,6 +359,12 @@ class PixelChecker:
         self._profile: dict[int, np.ndarray] = {}
         self._prep: OrderedDict[tuple[int, str], tuple] = OrderedDict()
         self._cache_items = cache_items
+
+    def _full_area(self) -> float | None:
+        """``template_full_area`` in px of this checker's ``side``-px thumbnails."""
+        if self.template_full_area is None:
+            return None
+        return self.template_full_area * (self.side / SIDE) ** 2
 
     def thumb(self, i: int):
         """``(fine thumbnail, coarse thumbnail, shape of the item's image)`` or None; kept for
@@ -386,7 +414,7 @@ class PixelChecker:
         m = len(a)
         out = PixelMatch.empty(m)
         order = np.lexsort((b, a))            # an item's prepared frames are reused while it lasts
-        gate = np.zeros(m)                    # best |NCC| before the line rule: which pairs are refined
+        gate = np.zeros(m)                    # |NCC| before the line rule and discount: which pairs are refined
         for s in range(0, m, self.block):
             rows = [int(r) for r in order[s:s + self.block]
                     if self.thumb(int(a[r])) is not None and self.thumb(int(b[r])) is not None]
@@ -459,8 +487,10 @@ class PixelChecker:
             fa, fb = np.zeros((2, 1, self.side, self.side), np.float32)
             fa[0, :ta.shape[0], :ta.shape[1]], fb[0, :tb.shape[0], :tb.shape[1]] = ta, tb
             v = float(np.sign(v)) * min(abs(v), float(_beyond_lines(fa, fb, np.array([ta.shape]), [0], [0])[0]))
-            if out.compared[r] and abs(v) <= out.score[r]:
-                return
+        if self._full_area() is not None:
+            v = float(np.sign(v)) * float(_small_discount(abs(v), ta.size, self._full_area()))
+        if out.compared[r] and abs(v) <= out.score[r]:
+            return
         (Ha, Wa), (Hb, Wb) = self._thumb[i][2], self._thumb[j][2]
         out.score[r], out.compared[r] = min(abs(v), 1.0), True
         out.pose[r], out.of_b[r] = q + (8 if v < 0 else 0), True
@@ -650,19 +680,23 @@ class PixelChecker:
         """Jobs ``(row, a inside b?, pose of the image item, template item, image item)`` with
         their templates ``(tmps (C, S, S), sizes (C, 2))`` at ``scales`` (one list for all, or one
         per job): keep each row's best. ``gate`` (per row) keeps the best ``|NCC|`` before the
-        line rule, which decides what ``_refine`` measures again: at the coarse grid of sizes a
+        line rule and the small-template discount, which decides what ``_refine`` measures again: at the coarse grid of sizes a
         copy's correlation is partial, and capping it there would keep the copy from the sizes
         that match it (one planted copy of the N = 10,000 screen went 0.859 -> 0.495 so)."""
         fi = [_posed(self._thumb[i][0].astype(np.float32), [q], self.side) for _, _, q, _, i in jobs]
-        val, _, cj, oy, ox, sign, fits = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
-                                                    np.stack([x[0] for x in templates]),
-                                                    np.stack([x[1] for x in templates]))
+        full = self._full_area()
+        val, _, cj, oy, ox, sign, fits, raw = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
+                                                         np.stack([x[0] for x in templates]),
+                                                         np.stack([x[1] for x in templates]), full)
         if gate is not None:
-            np.maximum.at(gate, np.array([jobs[j][0] for j in np.flatnonzero(fits)], np.intp), val[fits])
+            np.maximum.at(gate, np.array([jobs[j][0] for j in np.flatnonzero(fits)], np.intp), raw[fits])
         if self.structure:
             tmp = np.stack([x[0][c] for x, c in zip(templates, cj)])       # (n, S, S): the winning templates
             hw = np.stack([x[1][c] for x, c in zip(templates, cj)])
-            val = np.minimum(val, _beyond_lines(tmp, np.stack([x[0][0] for x in fi]), hw, oy, ox))
+            beyond = _beyond_lines(tmp, np.stack([x[0][0] for x in fi]), hw, oy, ox)
+            if full is not None:
+                beyond = _small_discount(beyond, hw[:, 0] * hw[:, 1], full)
+            val = np.minimum(val, beyond)
         for j in np.argsort(val, kind="stable"):          # the best job of each pair is written last
             r, d, q, t_item, i_item = jobs[j]
             if not fits[j] or (out.compared[r] and val[j] <= out.score[r]):
@@ -788,12 +822,14 @@ def _posed(t: np.ndarray, poses, S: int):
     return imgs, shape
 
 
-def _correlate(imgs, ishape, tmps, tsize):
+def _correlate(imgs, ishape, tmps, tsize, full_area: float | None = None):
     """For each k, the best ``|NCC|`` of the templates ``tmps[k]`` (``(C, S, S)``, sizes
     ``tsize[k]``) at every offset where they lie inside the frames ``imgs[k]`` (``(P, S, S)``,
     the posed images, sizes ``ishape[k]``). Returns arrays ``(value, pose index, scale index,
-    y, x, sign of the correlation, whether any template fitted)`` (value 0 where none did;
-    sign -1: inverted)."""
+    y, x, sign of the correlation, whether any template fitted, raw)`` (value 0 where none did;
+    sign -1: inverted). With ``full_area`` (px of these frames) a template smaller than that
+    has its ``|NCC|`` discounted (:func:`_small_discount`) before the best is chosen; ``raw`` is
+    the chosen one's ``|NCC|`` before the discount (``value`` without ``full_area``)."""
     n, P, S, _ = imgs.shape
     C = tmps.shape[1]
     yy = torch.arange(S)
@@ -819,12 +855,34 @@ def _correlate(imgs, ishape, tmps, tsize):
     ws = torch.from_numpy(ishape[..., 1]).view(n, P, 1, 1, 1)
     valid = (h > 0) & (yy <= hs - h) & (xx <= ws - w) & (var > 1e-6 * area * _scale2(imgs))
     ncc = torch.where(valid, num * num / var.clamp(min=1e-20), torch.zeros(())).view(n, -1)    # NCC squared
-    val, arg = ncc.max(1)
+    fits = valid.view(n, -1).any(1).numpy()
+    if full_area is None:
+        val, arg = ncc.max(1)
+        raw = np.minimum(np.sqrt(val.numpy()), 1.0)
+        value = raw
+    else:   # the best offset of each (pose, template), discounted by the template's area, then the best of those
+        best, at = ncc.view(n, P, C, S * S).max(-1)                                       # (n, P, C)
+        raw_all = np.minimum(np.sqrt(best.numpy().astype(np.float64)), 1.0)
+        disc = _small_discount(raw_all, (tsize[..., 0] * tsize[..., 1])[:, None, :], full_area)
+        flat = disc.reshape(n, -1).argmax(1)
+        raw = raw_all.reshape(n, -1)[np.arange(n), flat]
+        value = disc.reshape(n, -1)[np.arange(n), flat]
+        arg = torch.from_numpy(flat * (S * S) + at.view(n, -1).numpy()[np.arange(n), flat])
     sign = torch.sign(torch.gather(num.reshape(n, -1), 1, arg[:, None])[:, 0]).numpy()
     pj, rest = np.divmod(arg.numpy(), C * S * S)
     cj, rest = np.divmod(rest, S * S)
     oy, ox = np.divmod(rest, S)
-    return np.minimum(np.sqrt(val.numpy()), 1.0), pj, cj, oy, ox, sign, valid.view(n, -1).any(1).numpy()
+    return value, pj, cj, oy, ox, sign, fits, raw
+
+
+def _small_discount(r, area, full_area: float) -> np.ndarray:
+    """``|NCC|`` ``r`` of a template of ``area`` px discounted where that is under
+    ``full_area``: ``tanh(atanh(r) sqrt(area / full_area))`` (the Fisher z of a correlation over
+    N px spreads as one over the square root of N, so a smaller template matches more by
+    chance; the overlap stage's rule, :func:`_discounted`, for whole templates)."""
+    r = np.minimum(np.asarray(r, np.float64), 1 - 1e-6)
+    k = np.sqrt(np.clip(np.asarray(area, np.float64) / float(full_area), 0.0, 1.0))
+    return np.tanh(np.arctanh(r) * k)
 
 
 def _box_sums(x: torch.Tensor, y0, y1, x0, x1) -> torch.Tensor:
@@ -1002,6 +1060,7 @@ def match_checked_pairs(a: list[np.ndarray], b: list[np.ndarray], *, overlap: bo
     return PixelChecker(lambda i: images[i], overlap=overlap)(np.arange(n), np.arange(n, 2 * n))
 
 
-__all__ = ["SIDE", "SCALES", "MATCH_THRESHOLD", "OVERLAP_MIN_FRACTION", "OVERLAP_FULL_AREA", "OVERLAP_UNIQUE", "ROTATION_RANGE",
+__all__ = ["SIDE", "SCALES", "MATCH_THRESHOLD", "OVERLAP_MIN_FRACTION", "OVERLAP_FULL_AREA", "OVERLAP_UNIQUE",
+           "TEMPLATE_FULL_AREA", "ROTATION_RANGE",
            "ROTATION_MIN_STRENGTH", "check_thumbnail", "PixelChecker", "PixelMatch", "angular_profile",
            "estimate_rotation", "pair_match"]
