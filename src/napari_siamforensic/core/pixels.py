@@ -679,10 +679,11 @@ class PixelChecker:
     def _fine(self, jobs, templates, scales, out: PixelMatch, gate: np.ndarray | None = None) -> None:
         """Jobs ``(row, a inside b?, pose of the image item, template item, image item)`` with
         their templates ``(tmps (C, S, S), sizes (C, 2))`` at ``scales`` (one list for all, or one
-        per job): keep each row's best. ``gate`` (per row) keeps the best ``|NCC|`` before the
-        line rule and the small-template discount, which decides what ``_refine`` measures again: at the coarse grid of sizes a
-        copy's correlation is partial, and capping it there would keep the copy from the sizes
-        that match it (one planted copy of the N = 10,000 screen went 0.859 -> 0.495 so)."""
+        per job): keep each row's best. ``gate`` (per row) keeps the best ``|NCC|`` of the chosen
+        templates before the line rule and the small-template discount, which decides what
+        ``_refine`` measures again: at the coarse grid of sizes a copy's correlation is partial,
+        and capping it there would keep the copy from the sizes that match it (one planted copy
+        of the N = 10,000 screen went 0.859 -> 0.495 so)."""
         fi = [_posed(self._thumb[i][0].astype(np.float32), [q], self.side) for _, _, q, _, i in jobs]
         full = self._full_area()
         val, _, cj, oy, ox, sign, fits, raw = _correlate(np.stack([x[0] for x in fi]), np.stack([x[1] for x in fi]),
@@ -880,9 +881,9 @@ def _small_discount(r, area, full_area: float) -> np.ndarray:
     ``full_area``: ``tanh(atanh(r) sqrt(area / full_area))`` (the Fisher z of a correlation over
     N px spreads as one over the square root of N, so a smaller template matches more by
     chance; the overlap stage's rule, :func:`_discounted`, for whole templates)."""
-    r = np.minimum(np.asarray(r, np.float64), 1 - 1e-6)
+    r = np.asarray(r, np.float64)
     k = np.sqrt(np.clip(np.asarray(area, np.float64) / float(full_area), 0.0, 1.0))
-    return np.tanh(np.arctanh(r) * k)
+    return np.where(k >= 1.0, r, np.tanh(np.arctanh(np.minimum(r, 1 - 1e-6)) * k))
 
 
 def _box_sums(x: torch.Tensor, y0, y1, x0, x1) -> torch.Tensor:
