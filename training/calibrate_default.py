@@ -104,8 +104,12 @@ def main():
         for p, name in ((p_before, f"paper sigmoid(1-f), Brier {brier(p_before):.3f}"),
                         (p_after, f"calibrated distance, Brier {brier(p_after):.3f}")):
             rows = reliability(p, y_test)
-            ax.plot([r[3] for r in rows], [r[4] for r in rows], "o-", label=name)
+            line, = ax.plot([r[3] for r in rows], [r[4] for r in rows], "o-", label=name)
+            for r in rows:        # pairs per bin: a bin of one pair is not a curve
+                ax.annotate(str(r[2]), (r[3], r[4]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=line.get_color())
         ax.set_xlabel("predicted probability of 'duplicate'")
+        ax.text(0.04, 0.5, "numbers: pairs in the bin", transform=ax.transAxes, fontsize=7)
         ax.set_ylabel("observed share of duplicates")
         ax.set_title(f"Reliability on {len(y_test)} held-out pairs")
         ax.legend(fontsize=8)
