@@ -17,6 +17,17 @@ from collections.abc import Callable
 import torch
 
 
+def check_switch(stage: str, on: bool) -> dict:
+    """``PixelChecker`` keyword arguments that turn one of the pixel check's stages on or off:
+    ``"rotations"``, ``"stretch"``, ``"overlap"``, ``"structure"`` (the line rule) or
+    ``"discount"`` (the small-template discount, on at its default area)."""
+    if stage == "discount":
+        from napari_siamforensic.core.pixels import TEMPLATE_FULL_AREA
+
+        return {"template_full_area": TEMPLATE_FULL_AREA if on else None}
+    return {stage: on}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:

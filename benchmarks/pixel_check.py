@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line  # noqa: E402
+from _common import check_switch, machine_line  # noqa: E402
 from screen import make_panel, plant_copy  # noqa: E402
 
 SEED = 5_000_000
@@ -196,12 +196,7 @@ def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
     """The check's seconds per pair with and without one stage (``"stretch"``, ``"overlap"``,
     ``"structure"``, the line rule, or ``"discount"``, the small-template discount; the others
     as they are by default) on the same screen-like pairs."""
-    from napari_siamforensic.core.pixels import TEMPLATE_FULL_AREA, PixelChecker
-
-    def switch(on: bool) -> dict:
-        if stage == "discount":
-            return {"template_full_area": TEMPLATE_FULL_AREA if on else None}
-        return {stage: on}
+    from napari_siamforensic.core.pixels import PixelChecker
 
     rng = np.random.default_rng(5)
     imgs = []
@@ -216,7 +211,7 @@ def stage_cost(stage: str, pairs_per_item: int = 20) -> None:
     times, scores = {True: [], False: []}, {}
     for _ in range(2):
         for st in (False, True):
-            chk = PixelChecker(imgs.__getitem__, **switch(st))
+            chk = PixelChecker(imgs.__getitem__, **check_switch(stage, st))
             for i in range(len(imgs)):
                 chk.thumb(i)
             t = time.perf_counter()

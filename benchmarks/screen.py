@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from _common import PeakRSS
+from _common import PeakRSS, check_switch
 
 # ----------------------------------------------------------------------------- generation
 
@@ -533,7 +533,7 @@ def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     fifteenth), each timed on fresh thumbnails: the stage's
     cost as a ratio measured in one run, and what it changes in the match; the unrelated pairs
     either way verifies are listed (file names, match with / without)."""
-    from napari_siamforensic.core.pixels import MATCH_THRESHOLD, TEMPLATE_FULL_AREA, PixelChecker
+    from napari_siamforensic.core.pixels import MATCH_THRESHOLD, PixelChecker
 
     name = {"rotations": "rotation stage", "overlap": "overlap stage", "structure": "line rule",
             "discount": "small-template discount"}[stage]
@@ -544,8 +544,7 @@ def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     out = {}
     for on in (True, False):
         t = time.perf_counter()
-        switch = ({"template_full_area": TEMPLATE_FULL_AREA if on else None} if stage == "discount" else {stage: on})
-        m = PixelChecker(images.__getitem__, **switch)(a, b)
+        m = PixelChecker(images.__getitem__, **check_switch(stage, on))(a, b)
         out[on] = (time.perf_counter() - t, m.score)
     (t_with, with_), (t_without, without) = out[True], out[False]
     rows[f"pixel check s, same pairs: with / without the {name}"] = (

@@ -487,8 +487,9 @@ class PixelChecker:
             fa, fb = np.zeros((2, 1, self.side, self.side), np.float32)
             fa[0, :ta.shape[0], :ta.shape[1]], fb[0, :tb.shape[0], :tb.shape[1]] = ta, tb
             v = float(np.sign(v)) * min(abs(v), float(_beyond_lines(fa, fb, np.array([ta.shape]), [0], [0])[0]))
-        if self._full_area() is not None:
-            v = float(np.sign(v)) * float(_small_discount(abs(v), ta.size, self._full_area()))
+        full = self._full_area()
+        if full is not None:
+            v = float(np.sign(v)) * float(_small_discount(abs(v), ta.size, full))
         if out.compared[r] and abs(v) <= out.score[r]:
             return
         (Ha, Wa), (Hb, Wb) = self._thumb[i][2], self._thumb[j][2]
@@ -576,7 +577,7 @@ class PixelChecker:
                 fa[0, :y1 - y0, :x1 - x0] = F[m, 0, y0:y1, x0:x1]
                 fb[0, :y1 - y0, :x1 - x0] = gf[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
                 beyond = float(_beyond_lines(fa, fb, np.array([[y1 - y0, x1 - x0]]), [0], [0])[0])
-                val[m] = min(float(val[m]), _discounted(beyond, (y1 - y0) * (x1 - x0)))
+                val[m] = min(float(val[m]), float(_small_discount(beyond, (y1 - y0) * (x1 - x0), OVERLAP_FULL_AREA)))
                 if val[m] < MATCH_THRESHOLD or (out.compared[r] and val[m] <= out.score[r]):
                     continue
             f_box = _unpose_box((x0, y0, x1, y1), q, self._thumb[f_item][0].shape, self._thumb[f_item][2])
@@ -791,12 +792,6 @@ def _beyond_lines(tmp: np.ndarray, img: np.ndarray, hw: np.ndarray, oy, ox) -> n
     return out
 
 
-def _discounted(r: float, area: float) -> float:
-    """The overlap stage's small-region discount of one ``|NCC|`` (``area`` in ``SIDE``-px
-    units), as :func:`_overlap_ncc` applies it."""
-    return float(np.tanh(np.arctanh(min(r, 1 - 1e-6)) * np.sqrt(min(area / OVERLAP_FULL_AREA, 1.0))))
-
-
 def _usable(h: int, w: int, S: int) -> bool:
     """Whether an ``h`` x ``w`` template on an ``S``-px check thumbnail (``SIDE`` fine,
     ``COARSE`` coarse) fits its ``S`` x ``S`` frame and is big enough to correlate by more than
@@ -880,7 +875,7 @@ def _small_discount(r, area, full_area: float) -> np.ndarray:
     """``|NCC|`` ``r`` of a template of ``area`` px discounted where that is under
     ``full_area``: ``tanh(atanh(r) sqrt(area / full_area))`` (the Fisher z of a correlation over
     N px spreads as one over the square root of N, so a smaller template matches more by
-    chance; the overlap stage's rule, :func:`_discounted`, for whole templates)."""
+    chance). The overlap stage discounts its shared regions so too, with ``OVERLAP_FULL_AREA``."""
     r = np.asarray(r, np.float64)
     k = np.sqrt(np.clip(np.asarray(area, np.float64) / float(full_area), 0.0, 1.0))
     return np.where(k >= 1.0, r, np.tanh(np.arctanh(np.minimum(r, 1 - 1e-6)) * k))
