@@ -305,10 +305,10 @@ def run_corpus(n, args, model):
         folder.mkdir()
         t = time.perf_counter()
         write = write_overlap_corpus if args.overlap_views else write_corpus
-        names, planted = write(folder, n, args.dup_fraction, seed=n)
+        names, planted = write(folder, n, args.dup_fraction, seed=n if args.corpus_seed is None else args.corpus_seed)
         generate_s = time.perf_counter() - t
         for emb in args.pose_embedding:
-            rows = {"generate s": generate_s}
+            rows = {"corpus seed": n if args.corpus_seed is None else args.corpus_seed, "generate s": generate_s}
             _screen_corpus(rows, folder, Path(tmp) / f"store-{emb}", planted, emb, args, model)
             out[emb] = rows
             print(f"N={n} {emb} done, load average {os.getloadavg()}", flush=True)
@@ -329,7 +329,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
                      localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
                      crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
-                     overlap=args.overlap)
+                     overlap=args.overlap, wider=args.wider)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
@@ -342,6 +342,10 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
     rows["pixel check s"] = res.info.get("seconds_verify", 0.0)
+    if args.wider:
+        rows["first pass s"] = res.info["seconds_first_pass"]
+        rows[f"pairs beyond the first {max(max(args.k), args.search_k)} / kept by the first pass"] = (
+            f"{res.info['wider_pairs']} / {res.info['wider_pairs_kept']}")
     rows["candidate pairs"] = len(res.pairs)
     rows["items/s"] = len(res.items) / wall
     rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
@@ -491,7 +495,7 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
 
     pa, pb = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
     key = [(min(x, y), max(x, y)) for x, y in zip(pa.tolist(), pb.tolist())]
-    searched = max(max(args.k), args.search_k)
+    searched = f"{max(max(args.k), args.search_k)}" + (f" + {args.wider} wider" if args.wider else "")
     ranks: dict[int, list] = {}
     for pair in key:                       # table order: each item's candidates, best evidence first
         for i in pair:
@@ -674,6 +678,12 @@ def main(argv=None):
     p.add_argument("--search-k", type=int, default=0,
                    help="neighbours the screen searches per item (default: the largest --k); the recall in "
                         "the screen's order counts each item's best k of them")
+    p.add_argument("--wider", type=int, default=0, metavar="W",
+                   help="screen with wider=W: W neighbours more per item, kept where the pixel check's first "
+                        "pass reaches FIRST_PASS_THRESHOLD")
+    p.add_argument("--corpus-seed", type=int, default=None, metavar="S",
+                   help="generate the corpus from seed S (default: its size N, the benchmark's test corpus); "
+                        "choose settings on other seeds (e.g. 20,000,600 for a calibration corpus)")
     p.add_argument("--no-verify", action="store_true", help="screen without the pixel check")
     p.add_argument("--no-exhaustive", dest="exhaustive", action="store_false")
     p.add_argument("--no-panels", dest="panels", action="store_false")

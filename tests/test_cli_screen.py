@@ -227,3 +227,20 @@ def test_screen_overlap_reaches_the_screen(figures, model_file, tmp_path, monkey
     seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
     assert seen["overlap"] is expected
     assert json.loads((out / "report.json").read_text())["info"]["overlap"] is expected
+
+
+@pytest.mark.parametrize("flag, expected", [([], 0), (["--wider", "5"], 5)])
+def test_screen_wider_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, expected):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["wider"] == expected
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["wider"] == expected
+    printed = "wider search:" in capsys.readouterr().out
+    assert printed is bool(expected)
+
+
+def test_screen_wider_without_the_pixel_check_is_refused(figures, model_file, tmp_path, capsys):
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(tmp_path / "r"),
+                 "--wider", "5", "--no-verify", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--wider needs the pixel check" in err and not (tmp_path / "r").exists()

@@ -656,6 +656,10 @@ def _add_screen_parser(sub) -> None:
     p.add_argument("--candidates", metavar="N", type=_int_at_least(1), default=10,
                    help="nearest neighbours kept per item (their union is re-scored); more find more copies, "
                         "at about 2-2.5 ms of pixel check per extra pair on 2 CPU cores")
+    p.add_argument("--wider", metavar="N", type=_int_at_least(0), default=0,
+                   help="search N neighbours more per item and keep those pairs only where the pixel check's "
+                        "first pass (its 32 px stage alone, about a third of the full check's time) finds them "
+                        "alike; finds copies the embedding ranks far away (not with --no-verify)")
     p.add_argument("--mode", choices=SCREEN_MODES, default="all",
                    help="pairs inside one document only ('within'), between documents only ('across'), or both")
     p.add_argument("--threshold", metavar="F", type=_positive_float, default=None,
@@ -766,7 +770,10 @@ def _cmd_screen(args) -> int:
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
               pose_embedding=args.pose_embedding, index=args.index, whiten=not args.no_whiten,
               crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
-              overlap=args.overlap)
+              overlap=args.overlap, wider=args.wider)
+    if args.wider and args.no_verify:
+        raise CliError("--wider needs the pixel check (its first pass decides which of the wider search's pairs "
+                       "are kept): drop --no-verify, or --wider")
     if args.scheduler is not None:
         if args.compile:
             raise CliError("--compile is not supported with --scheduler (the workers embed eagerly)")
@@ -828,6 +835,10 @@ def _cmd_screen(args) -> int:
     print(f"screened {len(items)} items ({restored} restored from the store) from {len(args.sources)} "
           f"source(s) {where} in {seconds:.0f} s; poses: {args.poses} ({args.pose_embedding}), mode: {args.mode}, "
           f"candidates: {args.candidates}")
+    if args.wider:
+        print(f"wider search: {result.info['wider_pairs']} pairs beyond the first {args.candidates} neighbours, "
+              f"{result.info['wider_pairs_kept']} kept by the first pass "
+              f"(>= {result.info['first_pass_threshold']:g}) for the full check")
     thr = f" with min(f, crop f) <= {args.threshold:g}" if args.threshold is not None else ""
     checked = f"; pixels match (>= {result.info['match_threshold']:g}): {result.info['verified_by_pixels']}" \
         if result.info.get("match_threshold") is not None else ""

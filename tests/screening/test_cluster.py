@@ -20,13 +20,15 @@ def test_cluster_screen_equals_local_screen(tmp_path, model_path):
         Image.fromarray(scene8(70 + i, 120)).save(tmp_path / f"f{i}.png")
     Image.fromarray(np.rot90(scene8(72, 120)).copy()).save(tmp_path / "copy.png")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    kw = dict(poses="dihedral", candidates=3, localize=1)
+    kw = dict(poses="dihedral", candidates=3, localize=1, wider=2)      # wider: every other item, first-passed
     local = screen([str(tmp_path)], str(model_path), **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         remote = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
                                    store=tmp_path.parent / "cluster-store", **kw)
     assert remote.items.drop(columns=[]).equals(local.items)
+    assert remote.info["wider"] == local.info["wider"] == 2
+    assert remote.info["wider_pairs_kept"] == local.info["wider_pairs_kept"]
     assert remote.pairs[["a", "b"]].equals(local.pairs[["a", "b"]])
     np.testing.assert_allclose(remote.pairs["distance"], local.pairs["distance"], rtol=1e-6)
     assert list(remote.skipped["source"]) == list(local.skipped["source"])

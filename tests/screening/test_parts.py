@@ -213,6 +213,33 @@ def _brute_force_pairs(v, groups, k, mode, hub=True):
     return want
 
 
+@pytest.mark.parametrize("mode", ["all", "within"])
+def test_ranks_are_each_pairs_nearest_place_in_either_items_list(mode):
+    vectors, v = _random_vectors(seed=5)
+    groups = np.repeat(np.arange(30), 10)
+    k = 4
+    a, b, d, rank = candidate_pairs(vectors, groups, k=k, mode=mode, backend="torch", hub_correction=False,
+                                    ranks=True)
+    a0, b0, d0 = candidate_pairs(vectors, groups, k=k, mode=mode, backend="torch", hub_correction=False)
+    np.testing.assert_array_equal(a, a0)          # the same pairs in the same order, with their ranks
+    np.testing.assert_array_equal(b, b0)
+    full = np.abs(v[:, None, :, :] - v[None, :, :1, :]).sum(-1).min(-1)
+    np.fill_diagonal(full, np.inf)
+    if mode == "within":
+        full[groups[:, None] != groups[None, :]] = np.inf
+    want = {}
+    for i in range(len(v)):
+        for place, j in enumerate(np.argsort(full[i], kind="stable")[:k]):
+            if np.isfinite(full[i, j]):
+                key = (min(i, j), max(i, j))
+                want[key] = min(want.get(key, k), place)
+    assert {(x, y): r for x, y, r in zip(a.tolist(), b.tolist(), rank.tolist())} == want
+    assert rank.min() == 0 and rank.max() == k - 1
+    # the pairs of a smaller k are exactly those ranked under it
+    a1, b1, _ = candidate_pairs(vectors, groups, k=2, mode=mode, backend="torch", hub_correction=False)
+    assert set(zip(a1.tolist(), b1.tolist())) == {p for p, r in want.items() if r < 2}
+
+
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
 @pytest.mark.parametrize("mode", ["all", "across", "within"])
 def test_hub_correction_matches_brute_force(mode, backend):

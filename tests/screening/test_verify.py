@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
-from napari_siamforensic.core.pixels import (MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed, _templates,
+from napari_siamforensic.core.pixels import (FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed, _templates,
                                              check_thumbnail)
 from napari_siamforensic.evaluation.reuse import blot_lanes
 from napari_siamforensic.screening.verify import match_transform
@@ -146,6 +146,59 @@ def test_pairs_in_any_order_and_blocks_give_the_same_scores():
     one = PixelChecker(lambda i: images[i], block=128)(a, b).score
     small = PixelChecker(lambda i: images[i], block=3)(a[::-1], b[::-1]).score[::-1]
     np.testing.assert_allclose(one, small, atol=1e-5)
+
+
+@pytest.mark.parametrize("pose", range(8))
+def test_the_first_pass_keeps_posed_cropped_copies_and_not_other_images(pose):
+    """The first pass (the coarse stage alone) must keep what the full check verifies: the
+    cropped, posed, rescaled JPEG copies of the test above, and an inverted one; other images
+    of the kind fall below it; an unreadable item is NaN."""
+    src = texture(1)
+    crop = src[20:150, 30:190]
+    copy = jpeg(resize(np.ascontiguousarray(_dihedral(crop, pose)), 0.8) ** 1.3)
+    images = {0: src, 1: copy, 2: 1 - copy, 3: None, **{4 + i: texture(10 + i) for i in range(4)}}
+    chk = checker_of(images)
+    first = chk.first_pass(np.array([0, 0, 1, 0, 0, 0, 0]), np.array([1, 2, 0, 3, 4, 5, 6]))
+    full = chk(np.array([0, 0]), np.array([1, 2]))
+    assert (full.score >= MATCH_THRESHOLD).all()
+    assert (first[:3] >= FIRST_PASS_THRESHOLD + 0.1).all(), first
+    assert first[2] == pytest.approx(first[0], abs=1e-5)            # either order
+    assert np.isnan(first[3])
+    assert (first[4:] < FIRST_PASS_THRESHOLD).all(), first
+
+
+def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
+    """``wider``: the pairs beyond each item's first ``candidates`` neighbours stay exactly
+    where the first pass reaches ``FIRST_PASS_THRESHOLD``, and get the full check; the
+    nearest ``candidates`` are kept as without it."""
+    src = texture(1)
+    arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
+    arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
+    near = screen(arrays, model, candidates=1, localize=0)
+    wide = screen(arrays, model, candidates=1, wider=7, localize=0)
+    pairs = lambda res: {(int(x), int(y)) for x, y in zip(res.pairs["a"], res.pairs["b"])}
+    a, b = np.triu_indices(len(arrays), 1)
+    beyond = [(int(x), int(y)) for x, y in zip(a, b) if (x, y) not in pairs(near)]
+    first = checker_of([x.astype(np.float32) for x in arrays]).first_pass(*np.array(beyond).T)
+    passed = {p for p, f in zip(beyond, first) if f >= FIRST_PASS_THRESHOLD}
+    assert (6, 7) in pairs(wide) and len(passed) < len(beyond)     # something was dropped
+    assert pairs(wide) == pairs(near) | passed
+    assert wide.info["wider_pairs"] == len(beyond) and wide.info["wider_pairs_kept"] == len(passed)
+    assert wide.info["first_pass_threshold"] == FIRST_PASS_THRESHOLD and wide.info["seconds_first_pass"] >= 0
+    copy = wide.pairs[(wide.pairs["a"] == 6) & (wide.pairs["b"] == 7)].iloc[0]
+    assert copy["match"] >= MATCH_THRESHOLD and copy["method"] == "pixels" and wide.pairs.index[0] == copy.name
+    assert np.isfinite(wide.pairs["match"]).all()                  # every kept pair had the full check
+    assert near.info["wider_pairs"] == 0 and near.info["first_pass_threshold"] is None
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(wider=-1), ValueError, "`wider` must be >= 0"),
+    (dict(wider=2.5), TypeError, "`wider` must be an integer"),
+    (dict(wider=3, verify=False), ValueError, "needs the pixel check"),
+])
+def test_bad_wider_is_refused_with_what_is_accepted(model, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        screen([texture(1), texture(2)], model, localize=0, **kwargs)
 
 
 def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp_path):

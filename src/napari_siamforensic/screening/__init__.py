@@ -30,7 +30,7 @@ from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, E
                     crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
-from .verify import MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
+from .verify import FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
                       load_item_image)
@@ -73,13 +73,17 @@ def resolve_model(model) -> ForensicModel:
 
 
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
-                   pose_embedding="all", index="auto", **switches):
+                   pose_embedding="all", index="auto", wider=0, **switches):
     """Checks the options every screen shares; ``switches`` (``whiten=...``, ``crops=...``)
     must be True or False."""
     for name, value in switches.items():
         if not isinstance(value, bool):
             raise TypeError(f"`{name}` must be True or False, got {value!r}")
     check_positive_int(candidates, "candidates")
+    check_positive_int(wider, "wider", minimum=0)
+    if wider and not switches.get("verify", True):
+        raise ValueError(f"`wider={wider}` needs the pixel check (verify=True): its first pass decides which "
+                         f"of the wider search's pairs are kept; pass wider=0 with verify=False")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(localize_top, "localize", minimum=0)
     if poses not in POSES:
@@ -128,7 +132,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
                 crops: bool = True, verify: bool = True, hub_correction: bool = True,
-                overlap: bool = False) -> Iterator[ScreenProgress]:
+                overlap: bool = False, wider: int = 0) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -140,6 +144,14 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     model : ForensicModel, model file path, or None (the bundled default model)
     candidates : int
         Nearest neighbours kept per item (the union over items is re-scored).
+    wider : int
+        Search this many neighbours more per item (after the first ``candidates``), and keep
+        those pairs only where the pixel check's first pass, its coarse 32 px stage alone
+        (:meth:`~napari_siamforensic.core.pixels.PixelChecker.first_pass`, about a third of
+        the full check's time per pair), reaches ``FIRST_PASS_THRESHOLD``; the kept ones get
+        the full check like the rest. For copies the embedding ranks too far away; needs
+        ``verify``. 0 (the default): no wider search. See docs/screening.md, *Sixteenth
+        session*, for what it found and cost.
     poses : {"none", "dihedral", "dihedral+invert"}
         The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
@@ -236,7 +248,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         distance fuses that match too, unlike :meth:`ForensicModel.distance
         <napari_siamforensic.core.scoring.ForensicModel.distance>`, which never runs the stage.
     """
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
                    whiten=whiten, crops=crops, verify=verify, compile=compile, hub_correction=hub_correction,
                    overlap=overlap)
     options = options or SourceOptions()
@@ -308,7 +320,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap), arrays, options,
+        hub_correction=hub_correction, overlap=overlap, wider=wider), arrays, options,
         t0, t_embed,
         n_restored)
 
@@ -329,28 +341,55 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     vectors = Vectors(chunks, params["pose_ids"], params["crop_poses"])
     assert len(vectors) == len(refs)
     groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
-    search = iter_candidate_pairs(vectors, groups, k=candidates, mode=mode, metric=metric, backend=backend,
+    wider = int(params.get("wider", 0)) if params.get("verify") else 0
+    search = iter_candidate_pairs(vectors, groups, k=candidates + wider, mode=mode, metric=metric, backend=backend,
                                   threads=threads, pose_penalty=model.pose_penalty, index=params["index"],
-                                  whiten=params["whiten"], hub_correction=params.get("hub_correction", True))
+                                  whiten=params["whiten"], hub_correction=params.get("hub_correction", True),
+                                  ranks=True)
     while True:
         try:
             done, total = next(search)
         except StopIteration as stop:
-            a, b, d = stop.value
+            a, b, d, rank = stop.value
             break
         yield ScreenProgress("search", done, total, time.perf_counter() - t0, f"{done} of {total} items searched")
+    checker = None
+    n_wider = n_first_pass = 0
+    t_first = time.perf_counter()
+    if wider and len(a):
+        # the pairs beyond each item's first `candidates` neighbours stay only where the pixel
+        # check's coarse stage alone (a third of the full check's time) finds them alike
+        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options), overlap=params.get("overlap", False))
+        far = np.flatnonzero(rank >= candidates)
+        n_wider = len(far)
+        first = np.full(len(far), np.nan)
+        step = 16384
+        for s0 in range(0, len(far), step):
+            sl = far[s0:s0 + step]
+            first[s0:s0 + step] = checker.first_pass(a[sl], b[sl])
+            done = min(s0 + step, len(far))
+            yield ScreenProgress("verify", done, len(far), time.perf_counter() - t0,
+                                 f"first pass: {done} of {len(far)} pairs beyond the first {candidates} neighbours")
+        passed = first >= FIRST_PASS_THRESHOLD            # NaN compares False
+        n_first_pass = int(passed.sum())
+        keep = np.ones(len(a), bool)
+        keep[far[~passed]] = False
+        a, b, d = a[keep], b[keep], d[keep]
+    t_first = time.perf_counter() - t_first
     # a copy cut from a larger panel: f between a crop window of one and the other, and the pose
     # of that window's match (one pass for both); the table is ordered (and thresholded) by the
     # smaller of the two distances
     dc, crop_pose, crop_of_b = crop_match(vectors, a, b, penalty=model.pose_penalty)
-    t_search = time.perf_counter() - t0 - t_embed
+    t_search = time.perf_counter() - t0 - t_embed - t_first
 
     # the pixel check of every candidate pair (before the threshold: a pair the check verifies
     # is evidence whatever its distance)
     match = np.full(len(a), np.nan, np.float32)
     pix = None
     if params.get("verify") and len(a):
-        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options), overlap=params.get("overlap", False))
+        if checker is None:
+            checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options),
+                                   overlap=params.get("overlap", False))
         parts = []
         step = 4096                  # pairs per progress report
         for s0 in range(0, len(a), step):
@@ -360,7 +399,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         pix = PixelMatch.concat(parts)
         match = pix.score.copy()
         del checker, parts
-    t_verify = time.perf_counter() - t0 - t_embed - t_search
+    t_verify = time.perf_counter() - t0 - t_embed - t_search - t_first
     matched = match >= MATCH_THRESHOLD                 # NaN compares False
     # the table's distance is ForensicModel.distance's: f with the pixel check fused in (where
     # the model has a pixel_check and the pair was checked); the evidence that orders and
@@ -430,7 +469,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             yield ScreenProgress("localize", r + 1, n_loc, time.perf_counter() - t0, f"{r + 1} of {n_loc} pairs localised")
         if len(cache) > 256:
             cache.clear()
-    t_localize = time.perf_counter() - t0 - t_embed - t_search - t_verify
+    t_localize = time.perf_counter() - t0 - t_embed - t_search - t_first - t_verify
     # verified pairs are the strongest evidence there is: by pixels (in match order, already
     # first) or by keypoints (a similarity transform with enough RANSAC inliers; on generated
     # panels 0 of 200 unrelated pairs were verified and 15 of 15 planted copies), then the rest
@@ -452,14 +491,15 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     index_kind = resolve_index(params["index"], vectors.index_size, backend)
     info = {"model": model.identity(), "poses": poses, "pose_embedding": params["pose_embedding"],
             "stored_poses": len(params["pose_ids"]), "compiled": model.is_compiled, "mode": mode,
-            "candidates": candidates,
+            "candidates": candidates, "wider": wider, "wider_pairs": n_wider, "wider_pairs_kept": n_first_pass,
+            "first_pass_threshold": FIRST_PASS_THRESHOLD if wider else None,
             "whitened": bool(params["whiten"] and vectors.index_size >= WHITEN_MIN_ROWS),
             "hub_correction": bool(params.get("hub_correction", True)),
             "overlap": bool(params.get("verify") and params.get("overlap", False)),
             "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c,
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
-            "seconds_search": round(t_search, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),
+            "seconds_search": round(t_search, 2), "seconds_first_pass": round(t_first, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),
             "verified_by_pixels": int(np.sum(matched)), "match_threshold": MATCH_THRESHOLD if params.get("verify") else None,
             "store": str(store) if store is not None else None}
     result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_all), info, thumbs)

@@ -68,7 +68,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            pose_embedding: str = "basis", index: str = "auto",
                            whiten: bool = True, crops: bool = True,
                            verify: bool = True, hub_correction: bool = True,
-                           overlap: bool = False) -> Iterator[ScreenProgress]:
+                           overlap: bool = False, wider: int = 0) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -84,7 +84,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     """
     from distributed import Client
 
-    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index,
+    _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
                    whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap)
     pose_ids = stored_pose_ids(poses, pose_embedding)
     crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
@@ -137,7 +137,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap), {}, options, t0, t_embed,
+        hub_correction=hub_correction, overlap=overlap, wider=wider), {}, options, t0, t_embed,
         n_restored)
 
 

@@ -761,7 +761,7 @@ def candidate_pairs(vectors: Vectors, groups: np.ndarray, **kwargs) -> tuple[np.
 def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, mode: str = "all",
                          metric: str = "l1", backend: str = "auto", query_chunk: int = 256,
                          threads: int | None = None, pose_penalty: float = 0.0, index: str = "auto",
-                         whiten: bool = True, hub_correction: bool = True):
+                         whiten: bool = True, hub_correction: bool = True, ranks: bool = False):
     """Candidate pairs ``(a, b, distance)`` with ``a < b``, each item's ``k`` nearest others.
 
     Parameters
@@ -793,21 +793,27 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         windows), and is exact in the index: the rows carry one more coordinate,
         ``max(r) - r_j`` (its square root for L2, whose distances are squared), which the
         queries have at 0. Candidates are re-scored with f either way.
+    ranks : bool
+        Also return each pair's rank: its place (0 = nearest) in the neighbour list of
+        whichever of its two items ranks it nearer.
 
     Yields ``(done, total)`` items searched; returns (``StopIteration.value``, or
     ``result = yield from ...``)
     a, b : (M,) int64 with a < b;  distance : (M,) float32, the exact symmetric pose-minimum f
-    (with ``pose_penalty``).
+    (with ``pose_penalty``); with ``ranks``, rank : (M,) int64 as well.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     groups = np.asarray(groups, dtype=np.int64)
     n = len(vectors)
-    if n < 2:
+    def empty():
         e = np.zeros(0, np.int64)
+        return (e, e.copy(), np.zeros(0, np.float32)) + ((e.copy(),) if ranks else ())
+
+    if n < 2:
         yield n, n
-        return e, e.copy(), np.zeros(0, np.float32)
-    found_a, found_b = [], []
+        return empty()
+    found_a, found_b, found_r = [], [], []
     scored = vectors                    # f is computed on these; the search may use whitened ones
     white = _fit_search_whitening(vectors) if whiten and vectors.index_size >= WHITEN_MIN_ROWS else None
     if white is not None:
@@ -843,6 +849,7 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
                 nn = d.topk(kk, dim=1, largest=False).indices.numpy()
                 found_a.append(np.repeat(members, kk))
                 found_b.append(members[nn.reshape(-1)])
+                found_r.append(np.tile(np.arange(kk), len(members)))
             done += len(members)
             yield done, n
     else:
@@ -877,21 +884,24 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
                 cand = cand[:k]
                 found_a.append(np.full(len(cand), i))
                 found_b.append(cand)
+                found_r.append(np.arange(len(cand)))
             yield start + bn, n
     if not found_a:
-        e = np.zeros(0, np.int64)
-        return e, e.copy(), np.zeros(0, np.float32)
+        return empty()
     a = np.concatenate(found_a).astype(np.int64)
     b = np.concatenate(found_b).astype(np.int64)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     keep = lo != hi
-    pairs = np.unique(np.stack([lo[keep], hi[keep]], 1), axis=0)
+    pairs, inverse = np.unique(np.stack([lo[keep], hi[keep]], 1), axis=0, return_inverse=True)
     if len(pairs) == 0:
-        e = np.zeros(0, np.int64)
-        return e, e.copy(), np.zeros(0, np.float32)
+        return empty()
     d = pose_min_distance(scored, pairs[:, 0], pairs[:, 1], penalty=pose_penalty)
     order = np.lexsort((pairs[:, 1], pairs[:, 0], d))
-    return pairs[order, 0], pairs[order, 1], d[order]
+    if not ranks:
+        return pairs[order, 0], pairs[order, 1], d[order]
+    rank = np.full(len(pairs), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(rank, inverse.reshape(-1), np.concatenate(found_r).astype(np.int64)[keep])
+    return pairs[order, 0], pairs[order, 1], d[order], rank[order]
 
 
 def best_poses(vectors: Vectors, a: np.ndarray, b: np.ndarray, chunk: int = 2048,
