@@ -372,7 +372,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     vectors = Vectors(chunks, ids, crop_poses)
     assert len(vectors) == len(res.items)
     groups = np.arange(len(vectors))
-    for k in args.k:
+    for k in (args.k if args.index_recall else ()):
         t = time.perf_counter()
         a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
                                   pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
@@ -686,6 +686,9 @@ def main(argv=None):
                         "choose settings on other seeds (e.g. 20,000,600 for a calibration corpus)")
     p.add_argument("--no-verify", action="store_true", help="screen without the pixel check")
     p.add_argument("--no-exhaustive", dest="exhaustive", action="store_false")
+    p.add_argument("--no-index-recall", dest="index_recall", action="store_false",
+                   help="skip searching the store again at each --k (the index's own recall, with and without "
+                        "whitening, crop windows and the hub correction): the screen's order is still measured")
     p.add_argument("--no-panels", dest="panels", action="store_false")
     p.add_argument("--workdir", default=None, help="folder for the generated corpora (created)")
     p.add_argument("--default-malloc", action="store_true",

@@ -201,3 +201,33 @@ def test_the_overlap_box_finds_two_views_that_share_a_region(make_napari_viewer,
         found[ticked] = (float(row["match"]), str(row["transform"]))
     assert found[False][0] < MATCH_THRESHOLD and "shared region" not in found[False][1]
     assert found[True][0] >= MATCH_THRESHOLD and found[True][1].endswith("shared region"), found
+
+
+def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_idle, scenes, monkeypatch, tmp_path):
+    """The "search further" box is the screen's ``wider``: passed on, and its first pass's
+    figures are in the result."""
+    import napari_siamforensic.screening as screening
+    from PIL import Image as PILImage
+
+    for i, s in enumerate(scenes):
+        PILImage.fromarray((np.asarray(s, np.float32) / max(1.0, float(np.max(s))) * 255).astype(np.uint8)).save(
+            tmp_path / f"s{i}.png")
+    seen = []
+    real = screening.iter_screen
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["wider"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "iter_screen", spy)
+    registry.set(tiny_model, "tiny")
+    w = DuplicatesWidget(make_napari_viewer())
+    w.paths.setText(str(tmp_path))
+    assert w.wider.value() == 0
+    for value in (0, 20):
+        w.wider.setValue(value)
+        w.compute()
+        wait_idle(w.runner)
+        assert w.runner.last_outcome == "finished", w.runner.last_error
+        assert w.result.info["wider"] == value
+    assert seen == [0, 20]

@@ -129,7 +129,7 @@ FIRST_PASS_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6)   # PixelChecker.first_pass: sizes
 #                                               fine texture's copy of 0.7 the size scored 0.46, at 10 % 0.74)
 REFINE = (0.94, 0.97, 1.0, 1.03, 1.06)
 MATCH_THRESHOLD = 0.6
-FIRST_PASS_THRESHOLD = 0.45    # PixelChecker.first_pass: the screen's wider search keeps pairs from here on
+FIRST_PASS_THRESHOLD = 0.5     # PixelChecker.first_pass: the screen's wider search keeps pairs from here on
 MIN_TEMPLATE = 12          # a template needs the area of 12 x 12 px of the 64 px check thumbnail ...
 MIN_TEMPLATE_SIDE = 6      # ... and 6 px on its shorter side: smaller ones correlate by chance
 STRETCH_RANGE = (1.05, 2.0)    # aspect-ratio changes (either way) the stretch stage tries
