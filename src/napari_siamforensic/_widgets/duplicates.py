@@ -146,7 +146,7 @@ class DuplicatesWidget(QWidget):
         self.wider.setToolTip(f"with files and folders (more than {MAX_CANDIDATES + 1} images): also look this many "
                               f"neighbours further per image than the {MAX_CANDIDATES} nearest, and check in full only "
                               "the pairs a quick pixel comparison (the check's 32 px stage) finds alike; finds copies "
-                              "the network ranks far away, at about a third of the full check's time per extra pair")
+                              "the network ranks far away, at under half the full check's time per extra pair")
         form.addRow("search further", self.wider)
         layout.addLayout(form)
 
