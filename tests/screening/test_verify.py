@@ -11,8 +11,8 @@ from scipy import ndimage as ndi
 
 from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
-from napari_siamforensic.core.pixels import (FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral, _posed, _templates,
-                                             check_thumbnail)
+from napari_siamforensic.core.pixels import (FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral,
+                                             _posed, _templates, check_thumbnail)
 from napari_siamforensic.evaluation.reuse import blot_lanes
 from napari_siamforensic.screening.verify import match_transform
 

@@ -204,8 +204,8 @@ def test_the_overlap_box_finds_two_views_that_share_a_region(make_napari_viewer,
 
 
 def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_idle, scenes, monkeypatch, tmp_path):
-    """The "search further" box is the screen's ``wider``: passed on, and its first pass's
-    figures are in the result."""
+    """The "search further" box is the screen's ``wider``: passed on as set, and the result
+    says which was used."""
     import napari_siamforensic.screening as screening
     from PIL import Image as PILImage
 

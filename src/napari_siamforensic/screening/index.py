@@ -806,6 +806,7 @@ def iter_candidate_pairs(vectors: Vectors, groups: np.ndarray, *, k: int = 10, m
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     groups = np.asarray(groups, dtype=np.int64)
     n = len(vectors)
+
     def empty():
         e = np.zeros(0, np.int64)
         return (e, e.copy(), np.zeros(0, np.float32)) + ((e.copy(),) if ranks else ())
