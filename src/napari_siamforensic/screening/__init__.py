@@ -346,7 +346,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     vectors = Vectors(chunks, params["pose_ids"], params["crop_poses"])
     assert len(vectors) == len(refs)
     groups = pd.factorize(pd.Series([r.document for r in refs], dtype=object))[0] if refs else np.zeros(0, int)
-    wider = int(params.get("wider", 0)) if params.get("verify") else 0
+    wider = int(params.get("wider", 0))          # _check_options refused it without verify
     search = iter_candidate_pairs(vectors, groups, k=candidates + wider, mode=mode, metric=metric, backend=backend,
                                   threads=threads, pose_penalty=model.pose_penalty, index=params["index"],
                                   whiten=params["whiten"], hub_correction=params.get("hub_correction", True),
@@ -358,13 +358,14 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             a, b, d, rank = stop.value
             break
         yield ScreenProgress("search", done, total, time.perf_counter() - t0, f"{done} of {total} items searched")
-    checker = None
+    # one checker for the first pass and the full check: each item's image is read once
+    checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options),
+                           overlap=params.get("overlap", False)) if params.get("verify") else None
     n_wider = n_first_pass = 0
     t_first = time.perf_counter()
     if wider and len(a):
         # the pairs beyond each item's first `candidates` neighbours stay only where the pixel
         # check's coarse stage alone (under half the full check's time per pair) finds them alike
-        checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options), overlap=params.get("overlap", False))
         far = np.flatnonzero(rank >= candidates)
         n_wider = len(far)
         first = np.full(len(far), np.nan)
@@ -391,10 +392,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     # is evidence whatever its distance)
     match = np.full(len(a), np.nan, np.float32)
     pix = None
-    if params.get("verify") and len(a):
-        if checker is None:
-            checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options),
-                                   overlap=params.get("overlap", False))
+    if checker is not None and len(a):
         parts = []
         step = 4096                  # pairs per progress report
         for s0 in range(0, len(a), step):
