@@ -167,6 +167,64 @@ def test_the_first_pass_keeps_posed_cropped_copies_and_not_other_images(pose):
     assert (first[4:] < FIRST_PASS_THRESHOLD).all(), first
 
 
+def _first_pass_pair_by_pair(chk, a, b):
+    """The first pass as the coarse stage computes it for one pair at a time (the reference
+    the grouped computation must equal)."""
+    out = np.full(len(a), np.nan)
+    for r in range(len(a)):
+        if chk.thumb(int(a[r])) is None or chk.thumb(int(b[r])) is None:
+            continue
+        ab, ba = chk._coarse([r], a, b, "first")
+        if ab[6][0] or ba[6][0]:
+            out[r] = max(ab[0][0], ba[0][0])
+    return out
+
+
+def test_the_first_pass_equals_the_coarse_stage_pair_by_pair():
+    """The first pass sorts both directions of every pair by item and shares each image's
+    window sums among the templates of one shape: its scores must be the coarse stage's at the
+    first pass's sizes, pair by pair, for pictures of several shapes (portrait, landscape, a
+    strip), a flat one (NaN) and an unreadable one (NaN), in any order, with any block and
+    however few templates are kept."""
+    rng = np.random.default_rng(0)
+    shapes = [(100, 100), (80, 120), (120, 60), (50, 300)]
+    images = {i: texture(100 + i, shapes[i % 4], smooth=1.0 + i % 3) for i in range(16)}
+    images[16] = np.full((50, 50), 0.5, np.float32)
+    images[17] = None
+    images[18] = jpeg(np.rot90(images[1][10:70, 5:100]).copy())
+    a = rng.integers(0, 19, 300)
+    b = rng.integers(0, 19, 300)
+    a[:3], b[:3] = [1, 18, 16], [18, 1, 2]
+    ref = _first_pass_pair_by_pair(checker_of(images), a, b)
+    assert np.isnan(ref).any() and ref[0] > 0.8 and np.nanmin(ref) < 0.5       # the case covers both
+    got = checker_of(images).first_pass(a, b)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, atol=1e-3)         # templates are kept in float16
+    small = PixelChecker(lambda i: images[i], block=7, first_pass_cache=3)
+    perm = rng.permutation(len(a))
+    again = np.empty(len(a))
+    again[perm] = small.first_pass(a[perm], b[perm])
+    np.testing.assert_allclose(again, got, atol=1e-6)
+    assert len(small._first_tmp) <= 3
+
+
+def test_iter_first_pass_reports_progress_and_returns_the_scores():
+    images = {i: texture(200 + i) for i in range(12)}
+    a, b = np.triu_indices(12, 1)
+    run = PixelChecker(lambda i: images[i], block=8).iter_first_pass(a, b, every=40)
+    steps = []
+    while True:
+        try:
+            steps.append(next(run))
+        except StopIteration as stop:
+            scores = stop.value
+            break
+    assert len(steps) >= 2 and all(t == 2 * len(a) for _, t in steps)
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps) and steps[-1][0] < 2 * len(a)
+    np.testing.assert_allclose(scores, checker_of(images).first_pass(a, b), atol=1e-6)
+    assert checker_of(images).first_pass(np.zeros(0, int), np.zeros(0, int)).shape == (0,)
+
+
 def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
     """``wider``: the pairs beyond each item's first ``candidates`` neighbours stay exactly
     where the first pass reaches ``FIRST_PASS_THRESHOLD``, and get the full check; the

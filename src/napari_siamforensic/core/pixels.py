@@ -340,10 +340,13 @@ class PixelChecker:
     last off by default); ``structure`` the line rule (on by default: each score is at most
     the correlation beyond the rows' and the columns' means, see the module's doc);
     ``template_full_area`` the small-template discount (px of the 64 px thumbnail from which a
-    template's correlation counts in full; None: no discount)."""
+    template's correlation counts in full; None: no discount). ``cache_items`` and
+    ``first_pass_cache`` bound what is kept per item (see :meth:`_prepared` and
+    :meth:`iter_first_pass`)."""
 
     def __init__(self, image_of, *, side: int = SIDE, coarse: int = COARSE, scales=SCALES,
                  coarse_scales=COARSE_SCALES, block: int = 128, cache_items: int = 512,
+                 first_pass_cache: int = 16384,
                  refine_from: float = 0.5, rotations: bool = True, stretch: bool = True,
                  overlap: bool = False, structure: bool = True,
                  template_full_area: float | None = TEMPLATE_FULL_AREA):
@@ -362,6 +365,8 @@ class PixelChecker:
         self._profile: dict[int, np.ndarray] = {}
         self._prep: OrderedDict[tuple[int, str], tuple] = OrderedDict()
         self._cache_items = cache_items
+        self.first_pass_cache = int(first_pass_cache)
+        self._first_tmp: OrderedDict[int, tuple] = OrderedDict()    # the first pass's templates
 
     def _full_area(self) -> float | None:
         """``template_full_area`` in px of this checker's ``side``-px thumbnails."""
@@ -662,18 +667,117 @@ class PixelChecker:
         """A cheap filter before the full check (``sf.screen``'s ``wider``): per pair the best
         ``|NCC|`` of the ``coarse``-px thumbnails over every pose, both directions and the sizes
         ``FIRST_PASS_SCALES`` (the coarse stage with sizes 10 % apart; no line rule, no
-        discount, no other stage); NaN where an item cannot be read or nothing fitted."""
+        discount, no other stage); NaN where an item cannot be read or nothing fitted.
+        :meth:`iter_first_pass` is the same with progress."""
+        run = self.iter_first_pass(a, b)
+        while True:
+            try:
+                next(run)
+            except StopIteration as stop:
+                return stop.value
+
+    def iter_first_pass(self, a: np.ndarray, b: np.ndarray, every: int = 32768):
+        """:meth:`first_pass` as a generator: yields ``(jobs done, jobs)`` after about every
+        ``every`` jobs (two per pair, one per direction) and returns the scores.
+
+        Both directions of every pair are one job each (an image item, a template item), and the
+        jobs are sorted by the image item: the image's window sums (the local means and
+        variances under each template size, two thirds of the inverse FFTs of
+        :func:`_correlate`) are computed once per image item and template shape in a block
+        rather than once per job, so the more often items recur in the list (a screen's
+        neighbour lists: pass them all at once) the less a pair costs. Templates are kept for
+        the last ``first_pass_cache`` items (float16, 10 KB each). The numbers are those of
+        the coarse stage run pair by pair."""
         a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
         out = np.full(len(a), np.nan)
-        order = np.lexsort((b, a))
-        for s in range(0, len(a), self.block):
-            rows = [int(r) for r in order[s:s + self.block]
-                    if self.thumb(int(a[r])) is not None and self.thumb(int(b[r])) is not None]
-            if rows:
-                ab, ba = self._coarse(rows, a, b, "first")
-                fits = ab[6] | ba[6]
-                out[np.array(rows)[fits]] = np.maximum(ab[0], ba[0])[fits]
+        rows = np.array([r for r in range(len(a)) if self.thumb(int(a[r])) is not None
+                         and self.thumb(int(b[r])) is not None], np.int64)
+        if not len(rows):
+            return out
+        img = np.concatenate([b[rows], a[rows]])          # a inside b, then b inside a
+        tmp = np.concatenate([a[rows], b[rows]])
+        row = np.concatenate([rows, rows])
+        shapes = {int(i): self._thumb[int(i)][1].shape for i in np.unique(tmp)}
+        shp = np.array([shapes[int(i)] for i in tmp], np.int64).reshape(-1, 2)
+        order = np.lexsort((tmp, shp[:, 1], shp[:, 0], img))
+        best = np.full(len(a), -1.0)                      # -1: no template fitted either way
+        every = max(int(every), self.block)
+        for s in range(0, len(order), self.block):
+            o = order[s:s + self.block]
+            val, fits = self._first_block(img[o], tmp[o], shp[o])
+            np.maximum.at(best, row[o], np.where(fits, val, -1.0))
+            done = min(s + self.block, len(order))
+            if done // every > s // every and done < len(order):
+                yield done, len(order)
+        out[best >= 0] = best[best >= 0]
         return out
+
+    def _first_templates(self, i: int):
+        """Item ``i``'s first-pass templates (float16 ``(C, S, S)``) and their sizes, kept for
+        the last ``first_pass_cache`` items."""
+        got = self._first_tmp.get(i)
+        if got is None:
+            t, size = _templates(self._thumb[i][1].astype(np.float32), FIRST_PASS_SCALES, self.coarse)
+            got = self._first_tmp[i] = (t.astype(np.float16), size)
+            if len(self._first_tmp) > self.first_pass_cache:
+                self._first_tmp.popitem(last=False)
+        else:
+            self._first_tmp.move_to_end(i)
+        return got
+
+    def _first_block(self, img, tmp, shp):
+        """:meth:`first_pass` of the jobs (image item ``img[k]``, template item ``tmp[k]`` whose
+        coarse thumbnail has the shape ``shp[k]``): ``(best |NCC|, whether any template fitted)``."""
+        keys, gi = np.unique(np.stack([img, shp[:, 0], shp[:, 1]], 1), axis=0, return_inverse=True)
+        gi = torch.from_numpy(gi.reshape(-1))
+        n, G = len(img), len(keys)
+        posed = {}
+        for k in np.unique(keys[:, 0]):
+            posed[int(k)] = _posed(self._thumb[int(k)][1].astype(np.float32), range(8), self.coarse)
+        imgs = np.stack([posed[int(k)][0] for k in keys[:, 0]])         # (G, P, S, S) posed images
+        ishape = np.stack([posed[int(k)][1] for k in keys[:, 0]])       # (G, P, 2)
+        jobs = [self._first_templates(int(t)) for t in tmp]
+        tmps = np.stack([j[0] for j in jobs]).astype(np.float32)        # (n, C, S, S)
+        tsize = np.stack([j[1] for j in jobs])                          # (n, C, 2): 0 where unusable or flat
+        gsize = np.zeros((G, tsize.shape[1], 2), np.int64)              # a group's template sizes (one shape)
+        np.maximum.at(gsize, gi.numpy(), tsize)
+        _, P, S, _ = imgs.shape
+        C = tmps.shape[1]
+        yy = torch.arange(S)
+        th = torch.from_numpy(gsize[..., 0])
+        tw = torch.from_numpy(gsize[..., 1])
+        boxes = ((yy.view(1, 1, -1, 1) < th.view(G, C, 1, 1)) & (yy.view(1, 1, 1, -1) < tw.view(G, C, 1, 1))).float()
+        I = torch.from_numpy(imgs)
+        FI = torch.fft.rfft2(I)[:, :, None]                             # (G, P, 1, S, S/2+1)
+        FB = torch.conj(torch.fft.rfft2(boxes))[:, None]                # (G, 1, C, ...)
+        s1 = torch.fft.irfft2(FI * FB, s=(S, S))                        # (G, P, C, S, S) window sums
+        s2 = torch.fft.irfft2(torch.fft.rfft2(I * I)[:, :, None] * FB, s=(S, S))
+        h = th.view(G, 1, C, 1, 1)
+        w = tw.view(G, 1, C, 1, 1)
+        area = (h * w).clamp(min=1).float()
+        var = s2 - s1 * s1 / area
+        hs = torch.from_numpy(ishape[..., 0]).view(G, P, 1, 1, 1)
+        ws = torch.from_numpy(ishape[..., 1]).view(G, P, 1, 1, 1)
+        valid = ((h > 0) & (yy.view(1, 1, 1, -1, 1) <= hs - h) & (yy.view(1, 1, 1, 1, -1) <= ws - w)
+                 & (var > 1e-6 * area * _scale2(imgs)))
+        inv = torch.where(valid, 1.0 / var.clamp(min=1e-20), torch.zeros(()))   # 0 where not compared
+        # a template that is unusable or flat is all zeros (:func:`_templates`): it scores 0 and
+        # fits nowhere
+        used = torch.from_numpy(tsize[..., 0] > 0)                              # (n, C)
+        fits = (valid.flatten(3).any(3)[gi] & used[:, None, :]).flatten(1).any(1).numpy()
+        FT = torch.conj(torch.fft.rfft2(torch.from_numpy(tmps)))[:, None]       # (n, 1, C, ...)
+        num = torch.fft.irfft2(FI[gi] * FT, s=(S, S))                   # (n, P, C, S, S)
+        # per scale, only the offsets where a template fits somewhere in the block
+        where = valid.any(1).any(0)                                     # (C, S, S)
+        rows, cols = where.any(2), where.any(1)                         # (C, S)
+        best = torch.zeros(n)
+        for c in range(C):
+            if not bool(rows[c].any()):
+                continue
+            Y, X = int(rows[c].nonzero().max()) + 1, int(cols[c].nonzero().max()) + 1
+            q = num[:, :, c, :Y, :X].square() * inv[:, :, c, :Y, :X][gi]       # NCC squared
+            best = torch.maximum(best, q.flatten(1).max(1).values)
+        return np.minimum(np.sqrt(best.numpy().astype(np.float64)), 1.0), fits
 
     def _coarse(self, rows, a, b, stage: str = "coarse"):
         """The coarse stage (``stage`` "first": at the first pass's sizes): a inside b in each

@@ -368,14 +368,19 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         # check's coarse stage alone (under half the full check's time per pair) finds them alike
         far = np.flatnonzero(rank >= candidates)
         n_wider = len(far)
-        first = np.full(len(far), np.nan)
-        step = 16384
-        for s0 in range(0, len(far), step):
-            sl = far[s0:s0 + step]
-            first[s0:s0 + step] = checker.first_pass(a[sl], b[sl])
-            done = min(s0 + step, len(far))
-            yield ScreenProgress("verify", done, len(far), time.perf_counter() - t0,
-                                 f"first pass: {done} of {len(far)} pairs beyond the first {candidates} neighbours")
+        # all at once: the first pass sorts the pairs' two directions by item, and the more
+        # often an item recurs in what it is given, the less a pair costs
+        run = checker.iter_first_pass(a[far], b[far])
+        while True:
+            try:
+                done, jobs = next(run)
+            except StopIteration as stop:
+                first = stop.value
+                break
+            yield ScreenProgress("verify", done // 2, len(far), time.perf_counter() - t0,
+                                 f"first pass: {done // 2} of {len(far)} pairs beyond the first {candidates} neighbours")
+        yield ScreenProgress("verify", len(far), len(far), time.perf_counter() - t0,
+                             f"first pass: {len(far)} of {len(far)} pairs beyond the first {candidates} neighbours")
         passed = first >= FIRST_PASS_THRESHOLD            # NaN compares False
         n_first_pass = int(passed.sum())
         keep = np.ones(len(a), bool)
