@@ -342,7 +342,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
     rows["pixel check s"] = res.info.get("seconds_verify", 0.0)
-    if args.wider:
+    rows["wider"] = res.info["wider"]
+    if res.info["wider"]:
         rows["first pass s"] = res.info["seconds_first_pass"]
         rows[f"pairs beyond the first {max(max(args.k), args.search_k)} / kept by the first pass"] = (
             f"{res.info['wider_pairs']} / {res.info['wider_pairs_kept']}")
@@ -495,7 +496,8 @@ def _screen_order_rows(rows, res, truth, planted, src, args):
 
     pa, pb = res.pairs["a"].to_numpy(int), res.pairs["b"].to_numpy(int)
     key = [(min(x, y), max(x, y)) for x, y in zip(pa.tolist(), pb.tolist())]
-    searched = f"{max(max(args.k), args.search_k)}" + (f" + {args.wider} wider" if args.wider else "")
+    wider = res.info["wider"]
+    searched = f"{max(max(args.k), args.search_k)}" + (f" + {wider} wider" if wider else "")
     ranks: dict[int, list] = {}
     for pair in key:                       # table order: each item's candidates, best evidence first
         for i in pair:
@@ -678,9 +680,10 @@ def main(argv=None):
     p.add_argument("--search-k", type=int, default=0,
                    help="neighbours the screen searches per item (default: the largest --k); the recall in "
                         "the screen's order counts each item's best k of them")
-    p.add_argument("--wider", type=int, default=0, metavar="W",
+    p.add_argument("--wider", type=int, default=None, metavar="W",
                    help="screen with wider=W: W neighbours more per item, kept where the pixel check's first "
-                        "pass reaches FIRST_PASS_THRESHOLD")
+                        "pass reaches FIRST_PASS_THRESHOLD (default: the screen's own, DEFAULT_WIDER with the "
+                        "check; 0 turns it off)")
     p.add_argument("--corpus-seed", type=int, default=None, metavar="S",
                    help="generate the corpus from seed S (default: its size N, the benchmark's test corpus); "
                         "choose settings on other seeds (e.g. 20,000,600 for a calibration corpus)")

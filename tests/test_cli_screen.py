@@ -22,6 +22,7 @@ from napari_siamforensic.core.config import ModelConfig
 from napari_siamforensic.core.devices import make_generator
 from napari_siamforensic.core.model import SiameseNet
 from napari_siamforensic.core.scoring import ForensicModel
+from napari_siamforensic.screening import DEFAULT_WIDER
 
 
 def _scene(seed: int, size: int = 160) -> np.ndarray:
@@ -229,14 +230,24 @@ def test_screen_overlap_reaches_the_screen(figures, model_file, tmp_path, monkey
     assert json.loads((out / "report.json").read_text())["info"]["overlap"] is expected
 
 
-@pytest.mark.parametrize("flag, expected", [([], 0), (["--wider", "5"], 5)])
-def test_screen_wider_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, expected):
+@pytest.mark.parametrize("flag, passed, used", [([], None, DEFAULT_WIDER), (["--wider", "5"], 5, 5),
+                                                (["--wider", "0"], 0, 0), (["--no-verify"], None, 0)])
+def test_screen_wider_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, passed, used):
+    """Not given, the screen's default is used (DEFAULT_WIDER with the pixel check, none
+    without it); given, as given; the report says which, and the summary prints it."""
     seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
-    assert seen["wider"] == expected
+    assert seen["wider"] == passed
     info = json.loads((out / "report.json").read_text())["info"]
-    assert info["wider"] == expected
-    printed = "wider search:" in capsys.readouterr().out
-    assert printed is bool(expected)
+    assert info["wider"] == used
+    printed = capsys.readouterr().out
+    assert ("wider search" in printed) is bool(used)
+    if used:
+        assert f"({used} more neighbours per item)" in printed
+
+
+def test_screen_wider_help_names_the_default(capsys):
+    assert main(["screen", "--help"]) == 0
+    assert f"Default: {DEFAULT_WIDER} (0 with --no-verify)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_screen_wider_without_the_pixel_check_is_refused(figures, model_file, tmp_path, capsys):

@@ -656,11 +656,11 @@ def _add_screen_parser(sub) -> None:
     p.add_argument("--candidates", metavar="N", type=_int_at_least(1), default=10,
                    help="nearest neighbours kept per item (their union is re-scored); more find more copies, "
                         "at about 2-2.5 ms of pixel check per extra pair on 2 CPU cores")
-    p.add_argument("--wider", metavar="N", type=_int_at_least(0), default=0,
+    p.add_argument("--wider", metavar="N", type=_int_at_least(0), default=None,
                    help="search N neighbours more per item and keep those pairs only where the pixel check's "
-                        "first pass (its 32 px stage alone: about 0.8 ms per pair on 2 CPU cores, under half the full "
-                        "check's time) finds them alike; finds copies the embedding ranks far away (not with "
-                        "--no-verify)")
+                        "first pass (its 32 px stage alone: about 0.25 ms per pair in a screen on 2 CPU cores, "
+                        "under a sixth of the full check's time) finds them alike; finds copies the embedding ranks "
+                        "far away. Default: 90 (0 with --no-verify); --wider 0 turns it off")
     p.add_argument("--mode", choices=SCREEN_MODES, default="all",
                    help="pairs inside one document only ('within'), between documents only ('across'), or both")
     p.add_argument("--threshold", metavar="F", type=_positive_float, default=None,
@@ -836,8 +836,9 @@ def _cmd_screen(args) -> int:
     print(f"screened {len(items)} items ({restored} restored from the store) from {len(args.sources)} "
           f"source(s) {where} in {seconds:.0f} s; poses: {args.poses} ({args.pose_embedding}), mode: {args.mode}, "
           f"candidates: {args.candidates}")
-    if args.wider:
-        print(f"wider search: {result.info['wider_pairs']} pairs beyond the first {args.candidates} neighbours, "
+    if result.info.get("wider"):
+        print(f"wider search ({result.info['wider']} more neighbours per item): {result.info['wider_pairs']} pairs "
+              f"beyond the first {args.candidates} neighbours, "
               f"{result.info['wider_pairs_kept']} kept by the first pass "
               f"(>= {result.info['first_pass_threshold']:g}) for the full check")
     thr = f" with min(f, crop f) <= {args.threshold:g}" if args.threshold is not None else ""

@@ -232,7 +232,7 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
     src = texture(1)
     arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
     arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
-    near = screen(arrays, model, candidates=1, localize=0)
+    near = screen(arrays, model, candidates=1, wider=0, localize=0)
     wide = screen(arrays, model, candidates=1, wider=7, localize=0)
     pairs = lambda res: {(int(x), int(y)) for x, y in zip(res.pairs["a"], res.pairs["b"])}
     a, b = np.triu_indices(len(arrays), 1)
@@ -257,6 +257,19 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
 def test_bad_wider_is_refused_with_what_is_accepted(model, kwargs, error, words):
     with pytest.raises(error, match=words):
         screen([texture(1), texture(2)], model, localize=0, **kwargs)
+
+
+def test_wider_defaults_to_the_first_pass_with_the_check_and_to_none_without(model):
+    """Not given, ``wider`` is ``DEFAULT_WIDER`` where the pixel check runs (its first pass
+    decides) and 0 where it does not (nothing could decide), so ``verify=False`` alone is
+    never refused."""
+    from napari_siamforensic.screening import DEFAULT_WIDER
+
+    arrays = [texture(300 + i) for i in range(4)]
+    on = screen(arrays, model, candidates=1, localize=0)
+    off = screen(arrays, model, candidates=1, localize=0, verify=False)
+    assert DEFAULT_WIDER > 0 and on.info["wider"] == DEFAULT_WIDER and on.info["wider_pairs"] > 0
+    assert off.info["wider"] == 0 and off.info["wider_pairs"] == 0
 
 
 def test_the_screen_puts_pixel_verified_pairs_first_with_their_region(model, tmp_path):

@@ -223,7 +223,9 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
     registry.set(tiny_model, "tiny")
     w = DuplicatesWidget(make_napari_viewer())
     w.paths.setText(str(tmp_path))
-    assert w.wider.value() == 0
+    from napari_siamforensic.screening import DEFAULT_WIDER
+
+    assert w.wider.value() == DEFAULT_WIDER           # the screen's own default
     for value in (0, 20):
         w.wider.setValue(value)
         w.compute()

@@ -139,14 +139,18 @@ class DuplicatesWidget(QWidget):
                                 "'shared region'. About 1.4x the checking time; repeated structure (a gel's lanes) "
                                 "can match a different region. The heatmap does not use it")
         form.addRow(self.overlap)
+        from ..screening import DEFAULT_WIDER
+
         self.wider = QSpinBox()
         self.wider.setRange(0, 1000)
         self.wider.setSingleStep(10)
+        self.wider.setValue(DEFAULT_WIDER)
         self.wider.setSpecialValueText("no")
         self.wider.setToolTip(f"with files and folders (more than {MAX_CANDIDATES + 1} images): also look this many "
                               f"neighbours further per image than the {MAX_CANDIDATES} nearest, and check in full only "
                               "the pairs a quick pixel comparison (the check's 32 px stage) finds alike; finds copies "
-                              "the network ranks far away, at under half the full check's time per extra pair")
+                              "the network ranks far away, at under a sixth of the full check's time per extra "
+                              "pair. 'no' (0) searches the nearest only")
         form.addRow("search further", self.wider)
         layout.addLayout(form)
 

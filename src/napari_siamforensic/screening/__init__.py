@@ -39,6 +39,10 @@ __all__ = ["screen", "iter_screen", "ScreenProgress", "ScreenResult", "SourceOpt
            "Match", "resolve_model"]
 
 STAGES = ("embed", "search", "verify", "localize", "done")
+#: ``wider`` when it is not given: each item's next 90 neighbours go through the pixel check's
+#: first pass (with ``verify``; without it, none). Chosen in the seventeenth session, once the
+#: first pass had become about 3.5x cheaper in a screen (docs/screening.md, *Seventeenth session*).
+DEFAULT_WIDER = 90
 
 
 @dataclass(frozen=True)
@@ -72,15 +76,24 @@ def resolve_model(model) -> ForensicModel:
                     f"got {type(model).__name__}")
 
 
+def resolve_wider(wider, verify: bool) -> int:
+    """``wider`` as a screen uses it: None (not given) is :data:`DEFAULT_WIDER` with the pixel
+    check and 0 without it; a number is taken as given (:func:`_check_options` has checked it)."""
+    if wider is None:
+        return DEFAULT_WIDER if verify else 0
+    return int(wider)
+
+
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
-                   pose_embedding="all", index="auto", wider=0, **switches):
+                   pose_embedding="all", index="auto", wider=None, **switches):
     """Checks the options every screen shares; ``switches`` (``whiten=...``, ``crops=...``)
     must be True or False."""
     for name, value in switches.items():
         if not isinstance(value, bool):
             raise TypeError(f"`{name}` must be True or False, got {value!r}")
     check_positive_int(candidates, "candidates")
-    check_positive_int(wider, "wider", minimum=0)
+    if wider is not None:
+        check_positive_int(wider, "wider", minimum=0)
     if wider and not switches.get("verify", True):
         raise ValueError(f"`wider={wider}` needs the pixel check (verify=True): its first pass decides which "
                          f"of the wider search's pairs are kept; pass wider=0 with verify=False")
@@ -132,7 +145,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
                 crops: bool = True, verify: bool = True, hub_correction: bool = True,
-                overlap: bool = False, wider: int = 0) -> Iterator[ScreenProgress]:
+                overlap: bool = False, wider: int | None = None) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -144,19 +157,18 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     model : ForensicModel, model file path, or None (the bundled default model)
     candidates : int
         Nearest neighbours kept per item (the union over items is re-scored).
-    wider : int
+    wider : int or None
         Search this many neighbours more per item (after the first ``candidates``), and keep
         those pairs only where the pixel check's first pass, its coarse 32 px stage alone
-        (:meth:`~napari_siamforensic.core.pixels.PixelChecker.first_pass`: about 0.8 ms per
-        pair on 2 CPU cores, under half the full check's time), reaches
-        ``FIRST_PASS_THRESHOLD`` (0.5); the kept ones get the full check like the rest. For
-        copies the embedding ranks too far away; needs ``verify``. 0 (the default): no wider
-        search. Among 10,000 generated panels (calibration seeds) the planted copies among
-        each item's 30 nearest were 0.884, among 100 0.960 and among 200 0.982; every one
-        ranked 30-199 passed the first pass, and 2.6 % of the unrelated pairs there did. On
-        the benchmark's own 10,000 panels (``candidates=30``) recall@10 of the copies rose
-        from 0.904 to 0.960 with ``wider=70`` and 0.976 with ``wider=170``, at 1.46x and
-        2.0x the screen's time (docs/screening.md, *Sixteenth session*).
+        (:meth:`~napari_siamforensic.core.pixels.PixelChecker.first_pass`: about 0.25 ms per
+        pair in a 10,000-panel screen on 2 CPU cores, under a sixth of the full check's time),
+        reaches ``FIRST_PASS_THRESHOLD`` (0.5); the kept ones get the full check like the rest.
+        For copies the embedding ranks too far away; needs ``verify``. None (the default):
+        :data:`DEFAULT_WIDER` (90) with ``verify``, 0 without; 0: no wider search. On the
+        benchmark's 10,000 panels with 500 planted copies, recall@10 of the copies in the
+        screen's order was 0.962 with the defaults (10 + 90; 1,214 s on 2 CPU cores) against
+        0.838 with ``wider=0`` (882 s), and 0.976 with ``candidates=30, wider=170`` (1,688 s)
+        (docs/screening.md, *Seventeenth session*).
     poses : {"none", "dihedral", "dihedral+invert"}
         The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
@@ -325,7 +337,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=wider), arrays, options,
+        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify)), arrays, options,
         t0, t_embed,
         n_restored)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.scoring import load_model
-from . import ScreenProgress, SourceOptions, _check_options, _search_and_report
+from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, resolve_wider
 from .index import EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, stored_pose_ids
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
@@ -68,7 +68,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            pose_embedding: str = "basis", index: str = "auto",
                            whiten: bool = True, crops: bool = True,
                            verify: bool = True, hub_correction: bool = True,
-                           overlap: bool = False, wider: int = 0) -> Iterator[ScreenProgress]:
+                           overlap: bool = False, wider: int | None = None) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -137,7 +137,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=wider), {}, options, t0, t_embed,
+        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify)), {}, options, t0, t_embed,
         n_restored)
 
 
