@@ -741,25 +741,9 @@ class PixelChecker:
         tsize = np.stack([j[1] for j in jobs])                          # (n, C, 2): 0 where unusable or flat
         gsize = np.zeros((G, tsize.shape[1], 2), np.int64)              # a group's template sizes (one shape)
         np.maximum.at(gsize, gi.numpy(), tsize)
-        _, P, S, _ = imgs.shape
+        S = imgs.shape[-1]
         C = tmps.shape[1]
-        yy = torch.arange(S)
-        th = torch.from_numpy(gsize[..., 0])
-        tw = torch.from_numpy(gsize[..., 1])
-        boxes = ((yy.view(1, 1, -1, 1) < th.view(G, C, 1, 1)) & (yy.view(1, 1, 1, -1) < tw.view(G, C, 1, 1))).float()
-        I = torch.from_numpy(imgs)
-        FI = torch.fft.rfft2(I)[:, :, None]                             # (G, P, 1, S, S/2+1)
-        FB = torch.conj(torch.fft.rfft2(boxes))[:, None]                # (G, 1, C, ...)
-        s1 = torch.fft.irfft2(FI * FB, s=(S, S))                        # (G, P, C, S, S) window sums
-        s2 = torch.fft.irfft2(torch.fft.rfft2(I * I)[:, :, None] * FB, s=(S, S))
-        h = th.view(G, 1, C, 1, 1)
-        w = tw.view(G, 1, C, 1, 1)
-        area = (h * w).clamp(min=1).float()
-        var = s2 - s1 * s1 / area
-        hs = torch.from_numpy(ishape[..., 0]).view(G, P, 1, 1, 1)
-        ws = torch.from_numpy(ishape[..., 1]).view(G, P, 1, 1, 1)
-        valid = ((h > 0) & (yy.view(1, 1, 1, -1, 1) <= hs - h) & (yy.view(1, 1, 1, 1, -1) <= ws - w)
-                 & (var > 1e-6 * area * _scale2(imgs)))
+        FI, var, valid = _window_stats(imgs, ishape, gsize)             # once per group, not per job
         inv = torch.where(valid, 1.0 / var.clamp(min=1e-20), torch.zeros(()))   # 0 where not compared
         # a template that is unusable or flat is all zeros (:func:`_templates`): it scores 0 and
         # fits nowhere
@@ -948,6 +932,34 @@ def _posed(t: np.ndarray, poses, S: int):
     return imgs, shape
 
 
+def _window_stats(imgs, ishape, tsize):
+    """For the posed frames ``imgs`` (``(m, P, S, S)``, sizes ``ishape`` ``(m, P, 2)``) and the
+    template sizes ``tsize`` (``(m, C, 2)``, 0: none): the frames' spectra ``(m, P, 1, S, S/2+1)``,
+    the variance (times the area) of the window under each template size at every offset
+    ``(m, P, C, S, S)``, and where a template lies inside its frame on a window that is not
+    flat. All by FFT: the frames are S x S and a valid offset never wraps around."""
+    m, P, S, _ = imgs.shape
+    C = tsize.shape[1]
+    yy = torch.arange(S)
+    th = torch.from_numpy(tsize[..., 0])
+    tw = torch.from_numpy(tsize[..., 1])
+    boxes = ((yy.view(1, 1, -1, 1) < th.view(m, C, 1, 1)) & (yy.view(1, 1, 1, -1) < tw.view(m, C, 1, 1))).float()
+    I = torch.from_numpy(imgs)
+    FI, FI2 = torch.fft.rfft2(I)[:, :, None], torch.fft.rfft2(I * I)[:, :, None]      # (m, P, 1, S, S/2+1)
+    FB = torch.conj(torch.fft.rfft2(boxes))[:, None]                                    # (m, 1, C, ...)
+    s1 = torch.fft.irfft2(FI * FB, s=(S, S))                                            # window sums
+    s2 = torch.fft.irfft2(FI2 * FB, s=(S, S))
+    h = th.view(m, 1, C, 1, 1)
+    w = tw.view(m, 1, C, 1, 1)
+    area = (h * w).clamp(min=1).float()
+    var = s2 - s1 * s1 / area
+    hs = torch.from_numpy(ishape[..., 0]).view(m, P, 1, 1, 1)
+    ws = torch.from_numpy(ishape[..., 1]).view(m, P, 1, 1, 1)
+    valid = ((h > 0) & (yy.view(1, 1, 1, -1, 1) <= hs - h) & (yy.view(1, 1, 1, 1, -1) <= ws - w)
+             & (var > 1e-6 * area * _scale2(imgs)))
+    return FI, var, valid
+
+
 def _correlate(imgs, ishape, tmps, tsize, full_area: float | None = None):
     """For each k, the best ``|NCC|`` of the templates ``tmps[k]`` (``(C, S, S)``, sizes
     ``tsize[k]``) at every offset where they lie inside the frames ``imgs[k]`` (``(P, S, S)``,
@@ -958,28 +970,9 @@ def _correlate(imgs, ishape, tmps, tsize, full_area: float | None = None):
     the chosen one's ``|NCC|`` before the discount (``value`` without ``full_area``)."""
     n, P, S, _ = imgs.shape
     C = tmps.shape[1]
-    yy = torch.arange(S)
-    th = torch.from_numpy(tsize[..., 0])
-    tw = torch.from_numpy(tsize[..., 1])
-    boxes = ((yy.view(1, 1, -1, 1) < th.view(n, C, 1, 1)) & (yy.view(1, 1, 1, -1) < tw.view(n, C, 1, 1))).float()
-    # numerator and the window sums of the image (for its local variance), all by FFT: the
-    # frames are S x S and a valid offset never wraps around
-    I = torch.from_numpy(imgs)
-    FI, FI2 = torch.fft.rfft2(I)[:, :, None], torch.fft.rfft2(I * I)[:, :, None]      # (n, P, 1, S, S/2+1)
+    FI, var, valid = _window_stats(imgs, ishape, tsize)
     FT = torch.conj(torch.fft.rfft2(torch.from_numpy(tmps)))[:, None]                   # (n, 1, C, ...)
-    FB = torch.conj(torch.fft.rfft2(boxes))[:, None]
     num = torch.fft.irfft2(FI * FT, s=(S, S))                                           # (n, P, C, S, S)
-    s1 = torch.fft.irfft2(FI * FB, s=(S, S))
-    s2 = torch.fft.irfft2(FI2 * FB, s=(S, S))
-    h = th.view(n, 1, C, 1, 1)
-    w = tw.view(n, 1, C, 1, 1)
-    area = (h * w).clamp(min=1).float()
-    var = s2 - s1 * s1 / area
-    yy = yy.view(1, 1, 1, -1, 1)
-    xx = torch.arange(S).view(1, 1, 1, 1, -1)
-    hs = torch.from_numpy(ishape[..., 0]).view(n, P, 1, 1, 1)
-    ws = torch.from_numpy(ishape[..., 1]).view(n, P, 1, 1, 1)
-    valid = (h > 0) & (yy <= hs - h) & (xx <= ws - w) & (var > 1e-6 * area * _scale2(imgs))
     ncc = torch.where(valid, num * num / var.clamp(min=1e-20), torch.zeros(())).view(n, -1)    # NCC squared
     fits = valid.view(n, -1).any(1).numpy()
     if full_area is None:
