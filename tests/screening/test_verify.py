@@ -206,6 +206,11 @@ def test_the_first_pass_equals_the_coarse_stage_pair_by_pair():
     again[perm] = small.first_pass(a[perm], b[perm])
     np.testing.assert_allclose(again, got, atol=1e-6)
     assert len(small._first_tmp) <= 3
+    none = PixelChecker(lambda i: images[i], first_pass_cache=0)
+    np.testing.assert_allclose(none.first_pass(a, b), got, atol=1e-6)
+    assert len(none._first_tmp) == 0
+    with pytest.raises(ValueError, match="`first_pass_cache` must be >= 0"):
+        PixelChecker(lambda i: images[i], first_pass_cache=-1)
 
 
 def test_iter_first_pass_reports_progress_and_returns_the_scores():

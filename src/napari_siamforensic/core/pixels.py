@@ -119,6 +119,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._validation import check_positive_int
 from .scoring import pose_inverse
 
 SIDE = 64
@@ -365,7 +366,7 @@ class PixelChecker:
         self._profile: dict[int, np.ndarray] = {}
         self._prep: OrderedDict[tuple[int, str], tuple] = OrderedDict()
         self._cache_items = cache_items
-        self.first_pass_cache = int(first_pass_cache)
+        self.first_pass_cache = check_positive_int(first_pass_cache, "first_pass_cache", minimum=0)
         self._first_tmp: OrderedDict[int, tuple] = OrderedDict()    # the first pass's templates
 
     def _full_area(self) -> float | None:
@@ -686,8 +687,8 @@ class PixelChecker:
         :func:`_correlate`) are computed once per image item and template shape in a block
         rather than once per job, so the more often items recur in the list (a screen's
         neighbour lists: pass them all at once) the less a pair costs. Templates are kept for
-        the last ``first_pass_cache`` items (float16, 10 KB each). The numbers are those of
-        the coarse stage run pair by pair."""
+        the last ``first_pass_cache`` items (float16, 10 KB each; 0 keeps none). The numbers
+        are those of the coarse stage run pair by pair, to about 1e-4 (the float16 templates)."""
         a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
         out = np.full(len(a), np.nan)
         rows = np.array([r for r in range(len(a)) if self.thumb(int(a[r])) is not None
