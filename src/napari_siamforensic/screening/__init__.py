@@ -389,8 +389,9 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             except StopIteration as stop:
                 first = stop.value
                 break
-            yield ScreenProgress("verify", done // 2, len(far), time.perf_counter() - t0,
-                                 f"first pass: {done // 2} of {len(far)} pairs beyond the first {candidates} neighbours")
+            pairs = len(far) * done // jobs          # jobs: two per pair whose items could be read
+            yield ScreenProgress("verify", pairs, len(far), time.perf_counter() - t0,
+                                 f"first pass: {pairs} of {len(far)} pairs beyond the first {candidates} neighbours")
         yield ScreenProgress("verify", len(far), len(far), time.perf_counter() - t0,
                              f"first pass: {len(far)} of {len(far)} pairs beyond the first {candidates} neighbours")
         passed = first >= FIRST_PASS_THRESHOLD            # NaN compares False
