@@ -10,7 +10,8 @@ so every item recurs in about twice as many pairs as it has partners, as in a sc
 lists. Three ways, alternating, best of ``--repeats``:
 
 * **pair by pair** (the sixteenth session's ``first_pass``): blocks of 128 pairs sorted by their
-  first item, the coarse stage ``PixelChecker._coarse(rows, a, b, "first")`` on each block (both
+  first item, the coarse stage of a checker with ``coarse_scales=FIRST_PASS_SCALES``
+  (``PixelChecker._coarse(rows, a, b)``) on each block (both
   directions; every job computes its image's window sums), in chunks of 16,384 pairs as the
   screen passed them;
 * **grouped, in chunks of 16,384** (``first_pass`` since the seventeenth session, given the
@@ -48,7 +49,7 @@ def pair_by_pair(chk, a, b, block: int = 128) -> np.ndarray:
         rows = [int(r) for r in order[s:s + block]
                 if chk.thumb(int(a[r])) is not None and chk.thumb(int(b[r])) is not None]
         if rows:
-            ab, ba = chk._coarse(rows, a, b, "first")
+            ab, ba = chk._coarse(rows, a, b)
             fits = ab[6] | ba[6]
             out[np.array(rows)[fits]] = np.maximum(ab[0], ba[0])[fits]
     return out
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
     if args.items < 2 or args.partners < 1 or args.repeats < 1:
         p.error("--items must be >= 2, --partners and --repeats >= 1")
     torch.set_num_threads(args.threads)
-    from napari_siamforensic.core.pixels import PixelChecker
+    from napari_siamforensic.core.pixels import FIRST_PASS_SCALES, PixelChecker
 
     rng = np.random.default_rng(5)
     imgs = [make_panel(7_000_000 + i, (int(rng.integers(128, 257)), int(rng.integers(128, 257)))).astype(np.float32)
@@ -92,7 +93,9 @@ def main(argv=None) -> None:
     scores = {}
     for _ in range(args.repeats):
         for name, run in ways.items():
-            chk = PixelChecker(imgs.__getitem__, first_pass_cache=caches.get(name, 16384))
+            # the pair-by-pair way is the coarse stage at the first pass's sizes
+            chk = PixelChecker(imgs.__getitem__, first_pass_cache=caches.get(name, 16384),
+                               coarse_scales=FIRST_PASS_SCALES)
             for i in range(len(imgs)):
                 chk.thumb(i)                       # thumbnails made before the clock starts
             t = time.perf_counter()

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
-from napari_siamforensic.core.pixels import (FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral,
+from napari_siamforensic.core.pixels import (FIRST_PASS_SCALES, FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral,
                                              _posed, _templates, check_thumbnail)
 from napari_siamforensic.evaluation.reuse import blot_lanes
 from napari_siamforensic.screening.verify import match_transform
@@ -167,14 +167,15 @@ def test_the_first_pass_keeps_posed_cropped_copies_and_not_other_images(pose):
     assert (first[4:] < FIRST_PASS_THRESHOLD).all(), first
 
 
-def _first_pass_pair_by_pair(chk, a, b):
-    """The first pass as the coarse stage computes it for one pair at a time (the reference
-    the grouped computation must equal)."""
+def _first_pass_pair_by_pair(images, a, b):
+    """The first pass as the coarse stage at the first pass's sizes computes it for one pair at
+    a time (the reference the grouped computation must equal)."""
+    chk = PixelChecker(lambda i: images[i], coarse_scales=FIRST_PASS_SCALES)
     out = np.full(len(a), np.nan)
     for r in range(len(a)):
         if chk.thumb(int(a[r])) is None or chk.thumb(int(b[r])) is None:
             continue
-        ab, ba = chk._coarse([r], a, b, "first")
+        ab, ba = chk._coarse([r], a, b)
         if ab[6][0] or ba[6][0]:
             out[r] = max(ab[0][0], ba[0][0])
     return out
@@ -195,7 +196,7 @@ def test_the_first_pass_equals_the_coarse_stage_pair_by_pair():
     a = rng.integers(0, 19, 300)
     b = rng.integers(0, 19, 300)
     a[:3], b[:3] = [1, 18, 16], [18, 1, 2]
-    ref = _first_pass_pair_by_pair(checker_of(images), a, b)
+    ref = _first_pass_pair_by_pair(images, a, b)
     assert np.isnan(ref).any() and ref[0] > 0.8 and np.nanmin(ref) < 0.5       # the case covers both
     got = checker_of(images).first_pass(a, b)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))

@@ -400,24 +400,17 @@ class PixelChecker:
         return (_dog(eq).astype(np.float16), _band_pass(_to_side(fine, self.coarse)).astype(np.float16), shape)
 
     def _prepared(self, i: int, stage: str):
-        """Templates of item ``i`` at every scale of the stage, and (coarse) its 8 posed frames;
-        those of the last ``cache_items`` items are kept (about 45 KB coarse and 100 KB fine
-        per item)."""
-        key = (i, stage)
-        if key in self._prep:
-            self._prep.move_to_end(key)
-            return self._prep[key]
-        fine, coarse, _ = self._thumb[i]
-        if stage in ("coarse", "first"):
-            t = coarse.astype(np.float32)
-            scales = self.coarse_scales if stage == "coarse" else FIRST_PASS_SCALES
-            out = _templates(t, scales, self.coarse) + _posed(t, range(8), self.coarse)
-        else:
-            out = _templates(fine.astype(np.float32), self.scales, self.side)
-        self._prep[key] = out
-        if len(self._prep) > 2 * self._cache_items:
-            self._prep.popitem(last=False)
-        return out
+        """Templates of item ``i`` at every scale of the stage (``"coarse"`` or ``"fine"``), and
+        (coarse) its 8 posed frames; those of the last ``cache_items`` items are kept (about
+        45 KB coarse and 100 KB fine per item)."""
+        def make():
+            fine, coarse, _ = self._thumb[i]
+            if stage == "coarse":
+                t = coarse.astype(np.float32)
+                return _templates(t, self.coarse_scales, self.coarse) + _posed(t, range(8), self.coarse)
+            return _templates(fine.astype(np.float32), self.scales, self.side)
+
+        return _kept(self._prep, (i, stage), make, 2 * self._cache_items)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> PixelMatch:
         """Scores and boxes of the pairs ``(a[m], b[m])``."""
@@ -449,24 +442,20 @@ class PixelChecker:
     def _unit_frame(self, i: int, pose: int | None, shape=None) -> np.ndarray:
         """Item ``i``'s fine thumbnail in ``pose`` (or, with ``shape``, resized to it),
         zero-mean and unit-norm; the last few thousand are kept."""
-        key = (i, pose, shape)
-        if key in self._unit:
-            self._unit.move_to_end(key)
-            return self._unit[key]
-        t = self._thumb[i][0].astype(np.float32)
-        if shape is not None:
-            from PIL import Image
+        def make():
+            t = self._thumb[i][0].astype(np.float32)
+            if shape is not None:
+                from PIL import Image
 
-            t = np.asarray(Image.fromarray(t).resize((shape[1], shape[0]), Image.Resampling.BILINEAR), np.float32)
-        else:
-            t = np.ascontiguousarray(_dihedral(t, pose))
-        t = t - t.mean()
-        nrm = float(np.sqrt((t * t).sum()))
-        out = t / nrm if nrm > 1e-6 else None
-        self._unit[key] = out
-        if len(self._unit) > 8 * self._cache_items:
-            self._unit.popitem(last=False)
-        return out
+                t = np.asarray(Image.fromarray(t).resize((shape[1], shape[0]), Image.Resampling.BILINEAR),
+                               np.float32)
+            else:
+                t = np.ascontiguousarray(_dihedral(t, pose))
+            t = t - t.mean()
+            nrm = float(np.sqrt((t * t).sum()))
+            return t / nrm if nrm > 1e-6 else None
+
+        return _kept(self._unit, (i, pose, shape), make, 8 * self._cache_items)
 
     def _stretched(self, r: int, i: int, j: int, out: PixelMatch) -> None:
         """The stretch stage (twelfth session): a copy squeezed or stretched to another aspect
@@ -716,15 +705,11 @@ class PixelChecker:
     def _first_templates(self, i: int):
         """Item ``i``'s first-pass templates (float16 ``(C, S, S)``) and their sizes, kept for
         the last ``first_pass_cache`` items."""
-        got = self._first_tmp.get(i)
-        if got is None:
+        def make():
             t, size = _templates(self._thumb[i][1].astype(np.float32), FIRST_PASS_SCALES, self.coarse)
-            got = self._first_tmp[i] = (t.astype(np.float16), size)
-            if len(self._first_tmp) > self.first_pass_cache:
-                self._first_tmp.popitem(last=False)
-        else:
-            self._first_tmp.move_to_end(i)
-        return got
+            return t.astype(np.float16), size
+
+        return _kept(self._first_tmp, i, make, self.first_pass_cache)
 
     def _first_block(self, img, tmp, shp):
         """:meth:`first_pass` of the jobs (image item ``img[k]``, template item ``tmp[k]`` whose
@@ -764,11 +749,12 @@ class PixelChecker:
             best = torch.maximum(best, q.flatten(1).max(1).values)
         return np.minimum(np.sqrt(best.numpy().astype(np.float64)), 1.0), fits
 
-    def _coarse(self, rows, a, b, stage: str = "coarse"):
-        """The coarse stage (``stage`` "first": at the first pass's sizes): a inside b in each
-        of b's poses, and b inside a in each of a's poses (two :func:`_correlate` results)."""
-        ca = [self._prepared(int(a[r]), stage) for r in rows]
-        cb = [self._prepared(int(b[r]), stage) for r in rows]
+    def _coarse(self, rows, a, b):
+        """The coarse stage: a inside b in each of b's poses, and b inside a in each of a's
+        poses (two :func:`_correlate` results). A checker with ``coarse_scales=FIRST_PASS_SCALES``
+        computes here, pair by pair, what :meth:`first_pass` computes grouped by item."""
+        ca = [self._prepared(int(a[r]), "coarse") for r in rows]
+        cb = [self._prepared(int(b[r]), "coarse") for r in rows]
         ab = _correlate(np.stack([x[2] for x in cb]), np.stack([x[3] for x in cb]),
                         np.stack([x[0] for x in ca]), np.stack([x[1] for x in ca]))
         ba = _correlate(np.stack([x[2] for x in ca]), np.stack([x[3] for x in ca]),
@@ -931,6 +917,18 @@ def _posed(t: np.ndarray, poses, S: int):
         imgs[j, :im.shape[0], :im.shape[1]] = im
         shape[j] = im.shape
     return imgs, shape
+
+
+def _kept(cache: OrderedDict, key, make, limit: int):
+    """``cache[key]``, made by ``make()`` when missing; the cache keeps the last ``limit`` keys
+    used (least recently used dropped first)."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    out = cache[key] = make()
+    if len(cache) > limit:
+        cache.popitem(last=False)
+    return out
 
 
 def _window_stats(imgs, ishape, tsize):

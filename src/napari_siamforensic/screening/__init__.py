@@ -377,7 +377,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     t_first = time.perf_counter()
     if wider and len(a):
         # the pairs beyond each item's first `candidates` neighbours stay only where the pixel
-        # check's coarse stage alone (under half the full check's time per pair) finds them alike
+        # check's coarse stage alone (under a sixth of the full check's time per pair) finds them alike
         far = np.flatnonzero(rank >= candidates)
         n_wider = len(far)
         # all at once: the first pass sorts the pairs' two directions by item, and the more
