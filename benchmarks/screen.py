@@ -329,7 +329,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
                      localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
                      crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
-                     overlap=args.overlap, wider=args.wider)
+                     overlap=args.overlap, wider=args.wider, texture=args.texture)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
@@ -347,6 +347,11 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         rows["first pass s"] = res.info["seconds_first_pass"]
         rows[f"pairs beyond the first {max(max(args.k), args.search_k)} / kept by the first pass"] = (
             f"{res.info['wider_pairs']} / {res.info['wider_pairs_kept']}")
+    rows["texture"] = res.info["texture"]
+    if res.info["texture"]:
+        rows["texture s (reading every item again, descriptors, pairs)"] = res.info["seconds_texture"]
+        rows["texture pairs the search had not found / kept by the first pass"] = (
+            f"{res.info['texture_pairs']} / {res.info['texture_pairs_kept']}")
     rows["candidate pairs"] = len(res.pairs)
     rows["items/s"] = len(res.items) / wall
     rows["peak RSS above start MiB"] = (mem.peak - mem.start) / 2 ** 20
@@ -354,7 +359,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     truth = {(min(src[o], src[c]), max(src[o], src[c])) for o, c, _, _ in planted}
     _screen_order_rows(rows, res, truth, planted, src, args)
     if not args.overlap_views:
-        _candidate_recall_by_kind(rows, res, planted, src, folder)
+        _candidate_recall_by_kind(rows, res, planted, src, folder, rows["corpus seed"])
     checked = len(res.pairs) and np.isfinite(res.pairs["match"].to_numpy(float)).any()
     if args.without_rotations and checked:
         _check_without_stage(rows, res, truth, "rotations")
@@ -575,9 +580,10 @@ def _check_without_stage(rows, res, truth, stage: str = "rotations") -> None:
     rows[f"candidate pairs the {name} lowered"] = int((with_ < without).sum())
 
 
-def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
+def _candidate_recall_by_kind(rows, res, planted, src, folder, seed=None) -> None:
     """Which planted copies the search finds (any item's candidates): by the share of the
-    original the copy keeps, and by its pose; where the search loses the rest."""
+    original the copy keeps, by its pose and (given the corpus ``seed``) by the original's panel
+    kind; where the search loses the rest."""
     pairs = {(min(x, y), max(x, y)) for x, y in zip(res.pairs["a"].tolist(), res.pairs["b"].tolist())}
     found, area, posed = [], [], []
     for o, c, box, (mirror, turns) in planted:
@@ -597,6 +603,12 @@ def _candidate_recall_by_kind(rows, res, planted, src, folder) -> None:
         m = posed == flag
         if m.any():
             rows[f"among the candidates: planted copies {name}"] = f"{found[m].mean():.3f} of {int(m.sum())}"
+    if seed is not None:       # write_corpus: original i is make_panel(seed * 1_000_003 + i), kind its first draw
+        kinds = np.array([int(np.random.default_rng(seed * 1_000_003 + int(o[1:7])).integers(4)) for o, *_ in planted])
+        for k, name in enumerate(PANEL_KINDS):
+            m = kinds == k
+            if m.any():
+                rows[f"among the candidates: planted copies of {name}"] = f"{found[m].mean():.3f} of {int(m.sum())}"
 
 
 PANEL_KINDS = ("blobs", "cells", "fibres", "texture")
@@ -684,6 +696,10 @@ def main(argv=None):
                    help="screen with wider=W: W neighbours more per item, kept where the pixel check's first "
                         "pass reaches FIRST_PASS_THRESHOLD (default: the screen's own, DEFAULT_WIDER with the "
                         "check; 0 turns it off)")
+    p.add_argument("--texture", type=int, default=None, metavar="T",
+                   help="screen with texture=T: each item's T nearest by texture orientation, kept where the "
+                        "first pass reaches FIRST_PASS_THRESHOLD (default: the screen's own, DEFAULT_TEXTURE with "
+                        "the check; 0 turns it off)")
     p.add_argument("--corpus-seed", type=int, default=None, metavar="S",
                    help="generate the corpus from seed S (default: its size N, the benchmark's test corpus); "
                         "choose settings on other seeds (e.g. 20,000,600 for a calibration corpus)")

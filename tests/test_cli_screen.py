@@ -22,7 +22,7 @@ from napari_siamforensic.core.config import ModelConfig
 from napari_siamforensic.core.devices import make_generator
 from napari_siamforensic.core.model import SiameseNet
 from napari_siamforensic.core.scoring import ForensicModel
-from napari_siamforensic.screening import DEFAULT_WIDER
+from napari_siamforensic.screening import DEFAULT_TEXTURE, DEFAULT_WIDER
 
 
 def _scene(seed: int, size: int = 160) -> np.ndarray:
@@ -243,6 +243,30 @@ def test_screen_wider_reaches_the_screen(figures, model_file, tmp_path, monkeypa
     assert ("wider search" in printed) is bool(used)
     if used:
         assert f"({used} more neighbours per item)" in printed
+
+
+@pytest.mark.parametrize("flag, passed, used", [([], None, DEFAULT_TEXTURE), (["--texture", "4"], 4, 4),
+                                                (["--texture", "0"], 0, 0), (["--no-verify"], None, 0)])
+def test_screen_texture_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, passed, used):
+    """As ``--wider``: not given, the screen's default (DEFAULT_TEXTURE with the pixel check,
+    none without); given, as given; the report and the summary say which."""
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["texture"] == passed
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["texture"] == used
+    printed = capsys.readouterr().out
+    assert ("texture neighbours" in printed) is bool(used)
+    if used:
+        assert f"texture neighbours ({used} per item): {info['texture_pairs']} pairs" in printed
+
+
+def test_screen_texture_help_names_the_default_and_no_verify_refuses_it(figures, model_file, tmp_path, capsys):
+    assert main(["screen", "--help"]) == 0
+    assert f"Default: {DEFAULT_TEXTURE} (0 with --no-verify); --texture 0" in " ".join(capsys.readouterr().out.split())
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(tmp_path / "r"),
+                 "--texture", "5", "--no-verify", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--texture needs the pixel check" in err and not (tmp_path / "r").exists()
 
 
 def test_screen_wider_help_names_the_default(capsys):

@@ -661,6 +661,11 @@ def _add_screen_parser(sub) -> None:
                         "first pass (its 32 px stage alone: about 0.25 ms per pair in a screen on 2 CPU cores, "
                         "under a sixth of the full check's time) finds them alike; finds copies the embedding ranks "
                         "far away. Default: 90 (0 with --no-verify); --wider 0 turns it off")
+    p.add_argument("--texture", metavar="N", type=_int_at_least(0), default=None,
+                   help="also pair each item with its N nearest by texture orientation and its strength "
+                        "(structure tensor; for copies of fibres and other oriented textures, which the network "
+                        "ranks among many panels of their kind), kept only where the first pass finds them alike. "
+                        "Default: 30 (0 with --no-verify); --texture 0 turns it off")
     p.add_argument("--mode", choices=SCREEN_MODES, default="all",
                    help="pairs inside one document only ('within'), between documents only ('across'), or both")
     p.add_argument("--threshold", metavar="F", type=_positive_float, default=None,
@@ -771,10 +776,13 @@ def _cmd_screen(args) -> int:
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
               pose_embedding=args.pose_embedding, index=args.index, whiten=not args.no_whiten,
               crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
-              overlap=args.overlap, wider=args.wider)
+              overlap=args.overlap, wider=args.wider, texture=args.texture)
     if args.wider and args.no_verify:
         raise CliError("--wider needs the pixel check (its first pass decides which of the wider search's pairs "
                        "are kept): drop --no-verify, or --wider")
+    if args.texture and args.no_verify:
+        raise CliError("--texture needs the pixel check (its first pass decides which of the texture neighbours' "
+                       "pairs are kept): drop --no-verify, or --texture")
     if args.scheduler is not None:
         if args.compile:
             raise CliError("--compile is not supported with --scheduler (the workers embed eagerly)")
@@ -840,6 +848,10 @@ def _cmd_screen(args) -> int:
         print(f"wider search ({result.info['wider']} more neighbours per item): {result.info['wider_pairs']} pairs "
               f"beyond the first {args.candidates} neighbours, "
               f"{result.info['wider_pairs_kept']} kept by the first pass "
+              f"(>= {result.info['first_pass_threshold']:g}) for the full check")
+    if result.info.get("texture"):
+        print(f"texture neighbours ({result.info['texture']} per item): {result.info['texture_pairs']} pairs the "
+              f"embedding search had not found, {result.info['texture_pairs_kept']} kept by the first pass "
               f"(>= {result.info['first_pass_threshold']:g}) for the full check")
     thr = f" with min(f, crop f) <= {args.threshold:g}" if args.threshold is not None else ""
     checked = f"; pixels match (>= {result.info['match_threshold']:g}): {result.info['verified_by_pixels']}" \

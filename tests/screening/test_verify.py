@@ -238,8 +238,8 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
     src = texture(1)
     arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
     arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
-    near = screen(arrays, model, candidates=1, wider=0, localize=0)
-    wide = screen(arrays, model, candidates=1, wider=7, localize=0)
+    near = screen(arrays, model, candidates=1, wider=0, texture=0, localize=0)
+    wide = screen(arrays, model, candidates=1, wider=7, texture=0, localize=0)
     pairs = lambda res: {(int(x), int(y)) for x, y in zip(res.pairs["a"], res.pairs["b"])}
     a, b = np.triu_indices(len(arrays), 1)
     beyond = [(int(x), int(y)) for x, y in zip(a, b) if (x, y) not in pairs(near)]

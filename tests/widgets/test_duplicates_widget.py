@@ -204,8 +204,8 @@ def test_the_overlap_box_finds_two_views_that_share_a_region(make_napari_viewer,
 
 
 def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_idle, scenes, monkeypatch, tmp_path):
-    """The "search further" box is the screen's ``wider``: passed on as set, and the result
-    says which was used."""
+    """The "search further" box is the screen's ``wider`` and "search by texture" its
+    ``texture``: passed on as set, and the result says which were used."""
     import napari_siamforensic.screening as screening
     from PIL import Image as PILImage
 
@@ -216,20 +216,22 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
     real = screening.iter_screen
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["wider"])
+        seen.append((kwargs["wider"], kwargs["texture"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(screening, "iter_screen", spy)
     registry.set(tiny_model, "tiny")
     w = DuplicatesWidget(make_napari_viewer())
     w.paths.setText(str(tmp_path))
-    from napari_siamforensic.screening import DEFAULT_WIDER
+    from napari_siamforensic.screening import DEFAULT_TEXTURE, DEFAULT_WIDER
 
-    assert w.wider.value() == DEFAULT_WIDER           # the screen's own default
-    for value in (0, 20):
+    assert w.wider.value() == DEFAULT_WIDER           # the screen's own defaults
+    assert w.texture.value() == DEFAULT_TEXTURE
+    for value, tex in ((0, 3), (20, 0)):
         w.wider.setValue(value)
+        w.texture.setValue(tex)
         w.compute()
         wait_idle(w.runner)
         assert w.runner.last_outcome == "finished", w.runner.last_error
-        assert w.result.info["wider"] == value
-    assert seen == [0, 20]
+        assert w.result.info["wider"] == value and w.result.info["texture"] == tex
+    assert seen == [(0, 3), (20, 0)]

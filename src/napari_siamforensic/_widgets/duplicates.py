@@ -139,7 +139,7 @@ class DuplicatesWidget(QWidget):
                                 "'shared region'. About 1.4x the checking time; repeated structure (a gel's lanes) "
                                 "can match a different region. The heatmap does not use it")
         form.addRow(self.overlap)
-        from ..screening import DEFAULT_WIDER
+        from ..screening import DEFAULT_TEXTURE, DEFAULT_WIDER
 
         self.wider = QSpinBox()
         self.wider.setRange(0, 1000)
@@ -152,6 +152,17 @@ class DuplicatesWidget(QWidget):
                               "the network ranks far away, at under a sixth of the full check's time per extra "
                               "pair. 'no' (0) searches the nearest only")
         form.addRow("search further", self.wider)
+        self.texture = QSpinBox()
+        self.texture.setRange(0, 1000)
+        self.texture.setSingleStep(10)
+        self.texture.setValue(DEFAULT_TEXTURE)
+        self.texture.setSpecialValueText("no")
+        self.texture.setToolTip("with files and folders: also pair each image with this many others of the nearest "
+                                "texture orientation and strength, and check in full those the quick pixel "
+                                "comparison finds alike; finds copies of fibres and other oriented textures, which "
+                                "the network ranks among many images of their kind. Reads each image once more. "
+                                "'no' (0) turns it off")
+        form.addRow("search by texture", self.texture)
         layout.addLayout(form)
 
         buttons = QHBoxLayout()
@@ -224,6 +235,7 @@ class DuplicatesWidget(QWidget):
         options = SourceOptions(split_panels=self.split.isChecked())
         overlap = self.overlap.isChecked()
         wider = int(self.wider.value())
+        texture = int(self.texture.value())
         arrays = [arr for _, arr in planes]
         plane_names = [name for name, _ in planes]
         n_guess = len(arrays) + (1000 if paths else 0)
@@ -245,7 +257,7 @@ class DuplicatesWidget(QWidget):
             # compared with each other anyway
             for report in iter_screen(arrays + paths, model, poses=poses, candidates=candidates,
                                       localize=MAX_CANDIDATES, options=options, pose_embedding=pose_embedding,
-                                      crops=bool(paths), overlap=overlap, wider=wider):
+                                      crops=bool(paths), overlap=overlap, wider=wider, texture=texture):
                 if report.finished:
                     result = report.result
                 else:

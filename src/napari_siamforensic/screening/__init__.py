@@ -28,9 +28,10 @@ from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
 from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, EmbeddingStore, Vectors, best_poses,
                     crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
-                    iter_candidate_pairs, resolve_index, stored_pose_ids)
+                    iter_candidate_pairs, pose_min_distance, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
 from .verify import FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
+from .texture import TEXTURE_DIM, texture_descriptor, texture_pairs
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
                       load_item_image)
@@ -43,6 +44,10 @@ STAGES = ("embed", "search", "verify", "localize", "done")
 #: first pass (with ``verify``; without it, none). Chosen in the seventeenth session, once the
 #: first pass had become about 3.5x cheaper in a screen (docs/screening.md, *Seventeenth session*).
 DEFAULT_WIDER = 90
+#: ``texture`` when it is not given: each item's 30 nearest by texture orientation
+#: (:mod:`.texture`) go through the first pass too (with ``verify``; without it, none). Chosen
+#: in the eighteenth session on the calibration corpus (docs/screening.md, *Eighteenth session*).
+DEFAULT_TEXTURE = 30
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,16 @@ def resolve_wider(wider, verify: bool) -> int:
     return int(wider)
 
 
+def resolve_texture(texture, verify: bool) -> int:
+    """``texture`` as a screen uses it: None (not given) is :data:`DEFAULT_TEXTURE` with the
+    pixel check and 0 without it; a number is taken as given."""
+    if texture is None:
+        return DEFAULT_TEXTURE if verify else 0
+    return int(texture)
+
+
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
-                   pose_embedding="all", index="auto", wider=None, **switches):
+                   pose_embedding="all", index="auto", wider=None, texture=None, **switches):
     """Checks the options every screen shares; ``switches`` (``whiten=...``, ``crops=...``)
     must be True or False."""
     for name, value in switches.items():
@@ -97,6 +110,11 @@ def _check_options(candidates, poses, mode, threshold, batch_size, localize_top,
     if wider and not switches.get("verify", True):
         raise ValueError(f"`wider={wider}` needs the pixel check (verify=True): its first pass decides which "
                          f"of the wider search's pairs are kept; pass wider=0 with verify=False")
+    if texture is not None:
+        check_positive_int(texture, "texture", minimum=0)
+    if texture and not switches.get("verify", True):
+        raise ValueError(f"`texture={texture}` needs the pixel check (verify=True): its first pass decides which "
+                         f"of the texture neighbours' pairs are kept; pass texture=0 with verify=False")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(localize_top, "localize", minimum=0)
     if poses not in POSES:
@@ -145,7 +163,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
                 crops: bool = True, verify: bool = True, hub_correction: bool = True,
-                overlap: bool = False, wider: int | None = None) -> Iterator[ScreenProgress]:
+                overlap: bool = False, wider: int | None = None,
+                texture: int | None = None) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
     last one (``stage == "done"``) carries the :class:`ScreenResult`.
 
@@ -169,6 +188,14 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         screen's order was 0.962 with the defaults (10 + 90; 1,214 s on 2 CPU cores) against
         0.838 with ``wider=0`` (882 s), and 0.976 with ``candidates=30, wider=170`` (1,688 s)
         (docs/screening.md, *Seventeenth session*).
+    texture : int or None
+        Also pair each item with this many nearest others by texture orientation and its
+        strength (:mod:`~napari_siamforensic.screening.texture`: the structure tensor at 1, 2
+        and 4 px, invariant to flips and quarter turns), and keep those pairs, like the wider
+        search's, only where the first pass finds them alike. For copies of oriented textures
+        (fibres), which the network ranks among many panels of their kind. Reads each item's
+        image once more. None (the default): :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0
+        without; 0: none. Needs ``verify``.
     poses : {"none", "dihedral", "dihedral+invert"}
         The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
@@ -266,7 +293,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         <napari_siamforensic.core.scoring.ForensicModel.distance>`, which never runs the stage.
     """
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
-                   whiten=whiten, crops=crops, verify=verify, compile=compile, hub_correction=hub_correction,
+                   texture, whiten=whiten, crops=crops, verify=verify, compile=compile, hub_correction=hub_correction,
                    overlap=overlap)
     options = options or SourceOptions()
     t0 = time.perf_counter()
@@ -337,7 +364,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify)), arrays, options,
+        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify),
+        texture=resolve_texture(texture, verify)), arrays, options,
         t0, t_embed,
         n_restored)
 
@@ -373,15 +401,45 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     # one checker for the first pass and the full check: each item's image is read once
     checker = PixelChecker(lambda i: _load_or_none(refs[i], arrays, options),
                            overlap=params.get("overlap", False)) if params.get("verify") else None
-    n_wider = n_first_pass = 0
+    n_wider = n_first_pass = n_texture = n_texture_kept = 0
     t_first = time.perf_counter()
-    if wider and len(a):
-        # the pairs beyond each item's first `candidates` neighbours stay only where the pixel
-        # check's coarse stage alone (under a sixth of the full check's time per pair) finds them alike
+    t_texture = 0.0
+    texture = int(params.get("texture", 0)) if checker is not None else 0
+    if texture and len(refs) > 1:
+        # a second way to candidates: the nearest by texture orientation, for the oriented
+        # textures the network ranks among many panels of their kind; the pairs the embedding
+        # search has not found join the wider search's in the first pass
+        desc = np.full((len(refs), TEXTURE_DIM), np.nan, np.float32)
+        step = 512
+        for s0 in range(0, len(refs), step):
+            for i in range(s0, min(s0 + step, len(refs))):
+                img = _load_or_none(refs[i], arrays, options)
+                if img is not None:
+                    desc[i] = texture_descriptor(img)
+            done = min(s0 + step, len(refs))
+            yield ScreenProgress("search", done, len(refs), time.perf_counter() - t0,
+                                 f"texture: {done} of {len(refs)} items read")
+        ta, tb = texture_pairs(desc, groups, k=texture, mode=mode)
+        del desc
+        new = ~np.isin(ta * len(refs) + tb, a.astype(np.int64) * len(refs) + b)
+        ta, tb = ta[new], tb[new]
+        n_texture = len(ta)
+        if n_texture:
+            a = np.concatenate([a, ta.astype(a.dtype)])
+            b = np.concatenate([b, tb.astype(b.dtype)])
+            d = np.concatenate([d, pose_min_distance(vectors, ta, tb, penalty=model.pose_penalty).astype(d.dtype)])
+            rank = np.concatenate([rank, np.full(n_texture, candidates + wider, rank.dtype)])
+        t_texture = time.perf_counter() - t_first
+    if (wider or n_texture) and len(a):
+        # the pairs beyond each item's first `candidates` neighbours (and the texture pairs) stay only
+        # where the pixel check's coarse stage alone (under a sixth of the full check's time per pair)
+        # finds them alike
         far = np.flatnonzero(rank >= candidates)
-        n_wider = len(far)
+        n_wider = len(far) - n_texture
         # all at once: the first pass sorts the pairs' two directions by item, and the more
         # often an item recurs in what it is given, the less a pair costs
+        what = (f"pairs beyond the first {candidates} neighbours" + (" or by texture" if n_texture else "")
+                if wider else "pairs by texture")
         run = checker.iter_first_pass(a[far], b[far])
         while True:
             try:
@@ -391,20 +449,21 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
                 break
             pairs = len(far) * done // jobs          # jobs: two per pair whose items could be read
             yield ScreenProgress("verify", pairs, len(far), time.perf_counter() - t0,
-                                 f"first pass: {pairs} of {len(far)} pairs beyond the first {candidates} neighbours")
+                                 f"first pass: {pairs} of {len(far)} {what}")
         yield ScreenProgress("verify", len(far), len(far), time.perf_counter() - t0,
-                             f"first pass: {len(far)} of {len(far)} pairs beyond the first {candidates} neighbours")
+                             f"first pass: {len(far)} of {len(far)} {what}")
         passed = first >= FIRST_PASS_THRESHOLD            # NaN compares False
-        n_first_pass = int(passed.sum())
+        n_texture_kept = int(passed[len(far) - n_texture:].sum())     # the texture pairs come last
+        n_first_pass = int(passed.sum()) - n_texture_kept
         keep = np.ones(len(a), bool)
         keep[far[~passed]] = False
         a, b, d = a[keep], b[keep], d[keep]
-    t_first = time.perf_counter() - t_first
+    t_first = time.perf_counter() - t_first - t_texture
     # a copy cut from a larger panel: f between a crop window of one and the other, and the pose
     # of that window's match (one pass for both); the table is ordered (and thresholded) by the
     # smaller of the two distances
     dc, crop_pose, crop_of_b = crop_match(vectors, a, b, penalty=model.pose_penalty)
-    t_search = time.perf_counter() - t0 - t_embed - t_first
+    t_search = time.perf_counter() - t0 - t_embed - t_first - t_texture
 
     # the pixel check of every candidate pair (before the threshold: a pair the check verifies
     # is evidence whatever its distance)
@@ -420,7 +479,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         pix = PixelMatch.concat(parts)
         match = pix.score.copy()
         del checker, parts
-    t_verify = time.perf_counter() - t0 - t_embed - t_search - t_first
+    t_verify = time.perf_counter() - t0 - t_embed - t_search - t_first - t_texture
     matched = match >= MATCH_THRESHOLD                 # NaN compares False
     # the table's distance is ForensicModel.distance's: f with the pixel check fused in (where
     # the model has a pixel_check and the pair was checked); the evidence that orders and
@@ -490,7 +549,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             yield ScreenProgress("localize", r + 1, n_loc, time.perf_counter() - t0, f"{r + 1} of {n_loc} pairs localised")
         if len(cache) > 256:
             cache.clear()
-    t_localize = time.perf_counter() - t0 - t_embed - t_search - t_first - t_verify
+    t_localize = time.perf_counter() - t0 - t_embed - t_search - t_first - t_texture - t_verify
     # verified pairs are the strongest evidence there is: by pixels (in match order, already
     # first) or by keypoints (a similarity transform with enough RANSAC inliers; on generated
     # panels 0 of 200 unrelated pairs were verified and 15 of 15 planted copies), then the rest
@@ -513,14 +572,15 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     info = {"model": model.identity(), "poses": poses, "pose_embedding": params["pose_embedding"],
             "stored_poses": len(params["pose_ids"]), "compiled": model.is_compiled, "mode": mode,
             "candidates": candidates, "wider": wider, "wider_pairs": n_wider, "wider_pairs_kept": n_first_pass,
-            "first_pass_threshold": FIRST_PASS_THRESHOLD if wider else None,
+            "texture": texture, "texture_pairs": n_texture, "texture_pairs_kept": n_texture_kept,
+            "first_pass_threshold": FIRST_PASS_THRESHOLD if (wider or texture) else None,
             "whitened": bool(params["whiten"] and vectors.index_size >= WHITEN_MIN_ROWS),
             "hub_correction": bool(params.get("hub_correction", True)),
             "overlap": bool(params.get("verify") and params.get("overlap", False)),
             "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c,
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
-            "seconds_search": round(t_search, 2), "seconds_first_pass": round(t_first, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),
+            "seconds_search": round(t_search, 2), "seconds_texture": round(t_texture, 2), "seconds_first_pass": round(t_first, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),
             "verified_by_pixels": int(np.sum(matched)), "match_threshold": MATCH_THRESHOLD if params.get("verify") else None,
             "store": str(store) if store is not None else None}
     result = ScreenResult(_items_frame(refs), pairs, _skipped_frame(skipped_all), info, thumbs)

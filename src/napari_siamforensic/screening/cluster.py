@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.scoring import load_model
-from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, resolve_wider
+from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, resolve_texture, resolve_wider
 from .index import EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, stored_pose_ids
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
@@ -68,7 +68,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            pose_embedding: str = "basis", index: str = "auto",
                            whiten: bool = True, crops: bool = True,
                            verify: bool = True, hub_correction: bool = True,
-                           overlap: bool = False, wider: int | None = None) -> Iterator[ScreenProgress]:
+                           overlap: bool = False, wider: int | None = None,
+                           texture: int | None = None) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -85,7 +86,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     from distributed import Client
 
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
-                   whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap)
+                   texture, whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap)
     pose_ids = stored_pose_ids(poses, pose_embedding)
     crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
     options = options or SourceOptions()
@@ -137,7 +138,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify)), {}, options, t0, t_embed,
+        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify),
+        texture=resolve_texture(texture, verify)), {}, options, t0, t_embed,
         n_restored)
 
 
