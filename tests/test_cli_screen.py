@@ -230,34 +230,26 @@ def test_screen_overlap_reaches_the_screen(figures, model_file, tmp_path, monkey
     assert json.loads((out / "report.json").read_text())["info"]["overlap"] is expected
 
 
-@pytest.mark.parametrize("flag, passed, used", [([], None, DEFAULT_WIDER), (["--wider", "5"], 5, 5),
-                                                (["--wider", "0"], 0, 0), (["--no-verify"], None, 0)])
-def test_screen_wider_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, passed, used):
-    """Not given, the screen's default is used (DEFAULT_WIDER with the pixel check, none
-    without it); given, as given; the report says which, and the summary prints it."""
+@pytest.mark.parametrize("option, flag, passed, used", [
+    ("wider", [], None, DEFAULT_WIDER), ("wider", ["--wider", "5"], 5, 5), ("wider", ["--wider", "0"], 0, 0),
+    ("wider", ["--no-verify"], None, 0),
+    ("texture", [], None, DEFAULT_TEXTURE), ("texture", ["--texture", "4"], 4, 4),
+    ("texture", ["--texture", "0"], 0, 0), ("texture", ["--no-verify"], None, 0)])
+def test_screen_wider_and_texture_reach_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, option, flag,
+                                                   passed, used):
+    """``--wider`` and ``--texture``: not given, the screen's default is used (DEFAULT_WIDER /
+    DEFAULT_TEXTURE with the pixel check, none without it); given, as given; the report says
+    which, and the summary prints it."""
     seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
-    assert seen["wider"] == passed
+    assert seen[option] == passed
     info = json.loads((out / "report.json").read_text())["info"]
-    assert info["wider"] == used
+    assert info[option] == used
     printed = capsys.readouterr().out
-    assert ("wider search" in printed) is bool(used)
+    phrase = {"wider": "wider search", "texture": "texture neighbours"}[option]
+    assert (phrase in printed) is bool(used)
     if used:
-        assert f"({used} more neighbours per item)" in printed
-
-
-@pytest.mark.parametrize("flag, passed, used", [([], None, DEFAULT_TEXTURE), (["--texture", "4"], 4, 4),
-                                                (["--texture", "0"], 0, 0), (["--no-verify"], None, 0)])
-def test_screen_texture_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, passed, used):
-    """As ``--wider``: not given, the screen's default (DEFAULT_TEXTURE with the pixel check,
-    none without); given, as given; the report and the summary say which."""
-    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
-    assert seen["texture"] == passed
-    info = json.loads((out / "report.json").read_text())["info"]
-    assert info["texture"] == used
-    printed = capsys.readouterr().out
-    assert ("texture neighbours" in printed) is bool(used)
-    if used:
-        assert f"texture neighbours ({used} per item): {info['texture_pairs']} pairs" in printed
+        assert {"wider": f"wider search ({used} more neighbours per item)",
+                "texture": f"texture neighbours ({used} per item): {info['texture_pairs']} pairs"}[option] in printed
 
 
 def test_screen_texture_help_names_the_default_and_no_verify_refuses_it(figures, model_file, tmp_path, capsys):
