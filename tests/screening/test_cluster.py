@@ -14,6 +14,7 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.mark.slow   # a LocalCluster start plus two screens: minutes on a busy 2-core machine
 def test_cluster_screen_equals_local_screen(tmp_path, model_path):
+    from napari_siamforensic.screening import DEFAULT_TEXTURE
     from napari_siamforensic.screening.cluster import screen_on_cluster
 
     for i in range(5):
@@ -29,6 +30,8 @@ def test_cluster_screen_equals_local_screen(tmp_path, model_path):
     assert remote.items.drop(columns=[]).equals(local.items)
     assert remote.info["wider"] == local.info["wider"] == 2
     assert remote.info["wider_pairs_kept"] == local.info["wider_pairs_kept"]
+    assert remote.info["texture"] == local.info["texture"] == DEFAULT_TEXTURE          # the default reaches both
+    assert remote.info["texture_pairs"] == local.info["texture_pairs"]
     assert remote.pairs[["a", "b"]].equals(local.pairs[["a", "b"]])
     np.testing.assert_allclose(remote.pairs["distance"], local.pairs["distance"], rtol=1e-6)
     assert list(remote.skipped["source"]) == list(local.skipped["source"])
