@@ -184,9 +184,9 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         reaches ``FIRST_PASS_THRESHOLD`` (0.5); the kept ones get the full check like the rest.
         For copies the embedding ranks too far away; needs ``verify``. None (the default):
         :data:`DEFAULT_WIDER` (90) with ``verify``, 0 without; 0: no wider search. On the
-        benchmark's 10,000 panels with 500 planted copies (without ``texture``), recall@10 of
-        the copies in the screen's order was 0.962 with the defaults (10 + 90; 1,214 s on 2 CPU
-        cores) against 0.838 with ``wider=0`` (882 s), and 0.976 with ``candidates=30,
+        benchmark's 10,000 panels with 500 planted copies (``texture=0``), recall@10 of the
+        copies in the screen's order was 0.962 with ``candidates`` and ``wider`` at their
+        defaults (10 + 90; 1,214 s on 2 CPU cores) against 0.838 with ``wider=0`` (882 s), and 0.976 with ``candidates=30,
         wider=170`` (1,688 s) (docs/screening.md, *Seventeenth session*).
     texture : int or None
         Also pair each item with this many nearest others by texture orientation and its
