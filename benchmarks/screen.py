@@ -349,7 +349,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             f"{res.info['wider_pairs']} / {res.info['wider_pairs_kept']}")
     rows["texture"] = res.info["texture"]
     if res.info["texture"]:
-        rows["texture s (reading every item again, descriptors, pairs)"] = res.info["seconds_texture"]
+        rows["texture s (reading every item, descriptors, check thumbnails, pairs)"] = res.info["seconds_texture"]
         rows["texture pairs the search had not found / kept by the first pass"] = (
             f"{res.info['texture_pairs']} / {res.info['texture_pairs_kept']}")
     rows["candidate pairs"] = len(res.pairs)

@@ -148,6 +148,24 @@ def test_the_screen_first_passes_exactly_the_new_texture_pairs(model):
     assert row["method"] == "pixels" and np.isfinite(tex.pairs["f"]).all() and np.isfinite(tex.pairs["match"]).all()
 
 
+def test_the_texture_step_and_the_check_read_each_image_once(model, monkeypatch):
+    """The texture step reads every item; the check's thumbnails are made from that same read."""
+    import napari_siamforensic.screening as screening
+
+    reads = []
+    real = screening.load_item_image
+
+    def counting(ref, *args, **kwargs):
+        reads.append(ref.source)
+        return real(ref, *args, **kwargs)
+
+    monkeypatch.setattr(screening, "load_item_image", counting)
+    arrays = [fibres(400 + i, 25.0 * i) for i in range(6)]
+    res = screen(arrays, model, candidates=1, wider=2, texture=2, localize=0)
+    assert res.info["texture_pairs"] > 0 and np.isfinite(res.pairs["match"]).all()
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == len(arrays)
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(texture=-1), ValueError, "`texture` must be >= 0"),
     (dict(texture=2.5), TypeError, "`texture` must be an integer"),

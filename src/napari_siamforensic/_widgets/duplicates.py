@@ -160,7 +160,7 @@ class DuplicatesWidget(QWidget):
         self.texture.setToolTip("with files and folders: also pair each image with this many others of the nearest "
                                 "texture orientation and strength, and check in full those the quick pixel "
                                 "comparison finds alike; finds copies of fibres and other oriented textures, which "
-                                "the network ranks among many images of their kind. Reads each image once more. "
+                                "the network ranks among many images of their kind. Reads each image. "
                                 "'no' (0) turns it off")
         form.addRow("search by texture", self.texture)
         layout.addLayout(form)

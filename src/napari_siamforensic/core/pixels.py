@@ -375,11 +375,13 @@ class PixelChecker:
             return None
         return self.template_full_area * (self.side / SIDE) ** 2
 
-    def thumb(self, i: int):
+    def thumb(self, i: int, image=None):
         """``(fine thumbnail, coarse thumbnail, shape of the item's image)`` or None; kept for
-        the checker's life (float16, about 10 KB per item; 5 KB more with ``rotations``)."""
+        the checker's life (float16, about 10 KB per item; 5 KB more with ``rotations``).
+        ``image``: item ``i``'s image where the caller has read it already (then it is not
+        read again)."""
         if i not in self._thumb:
-            img = self.image_of(i)
+            img = self.image_of(i) if image is None else image
             if img is None:
                 self._thumb[i] = None
             else:

@@ -193,8 +193,8 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         strength (:mod:`~napari_siamforensic.screening.texture`: the structure tensor at 1, 2
         and 4 px, invariant to flips and quarter turns), and keep those pairs, like the wider
         search's, only where the first pass finds them alike. For copies of oriented textures
-        (fibres), which the network ranks among many panels of their kind. Reads each item's
-        image once more. None (the default): :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0
+        (fibres), which the network ranks among many panels of their kind. Reads every item's
+        image (the pixel check's thumbnails are made from the same read). None (the default): :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0
         without; 0: none. Needs ``verify``. On the benchmark's 10,000 panels the defaults put
         0.992 of the planted copies among each item's 10 best (1,323 s on 2 CPU cores) against
         0.962 with ``texture=0`` (1,258 s) (docs/screening.md, *Eighteenth session*).
@@ -411,11 +411,17 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         # a second way to candidates: the nearest by texture orientation, for the oriented
         # textures the network ranks among many panels of their kind; the pairs the embedding
         # search has not found join the wider search's in the first pass
+        def read(i):
+            img = _load_or_none(refs[i], arrays, options)
+            if img is not None:
+                checker.thumb(i, img)         # the check's thumbnails from the same read: no second one
+            return img
+
         desc = np.full((len(refs), TEXTURE_DIM), np.nan, np.float32)
         step = 512
         for s0 in range(0, len(refs), step):
             done = min(s0 + step, len(refs))
-            desc[s0:done] = texture_descriptors(lambda j: _load_or_none(refs[s0 + j], arrays, options), done - s0)
+            desc[s0:done] = texture_descriptors(lambda j: read(s0 + j), done - s0)
             yield ScreenProgress("search", done, len(refs), time.perf_counter() - t0,
                                  f"texture: {done} of {len(refs)} items read")
         ta, tb = texture_pairs(desc, groups, k=texture, mode=mode)
