@@ -81,20 +81,13 @@ def resolve_model(model) -> ForensicModel:
                     f"got {type(model).__name__}")
 
 
-def resolve_wider(wider, verify: bool) -> int:
-    """``wider`` as a screen uses it: None (not given) is :data:`DEFAULT_WIDER` with the pixel
-    check and 0 without it; a number is taken as given (:func:`_check_options` has checked it)."""
-    if wider is None:
-        return DEFAULT_WIDER if verify else 0
-    return int(wider)
-
-
-def resolve_texture(texture, verify: bool) -> int:
-    """``texture`` as a screen uses it: None (not given) is :data:`DEFAULT_TEXTURE` with the
-    pixel check and 0 without it; a number is taken as given."""
-    if texture is None:
-        return DEFAULT_TEXTURE if verify else 0
-    return int(texture)
+def first_pass_options(wider, texture, verify: bool) -> dict[str, int]:
+    """``wider`` and ``texture`` as a screen uses them (both feed the pixel check's first pass):
+    None (not given) is :data:`DEFAULT_WIDER` / :data:`DEFAULT_TEXTURE` with the pixel check and
+    0 without it; a number is taken as given (:func:`_check_options` has checked it)."""
+    given = {"wider": (wider, DEFAULT_WIDER), "texture": (texture, DEFAULT_TEXTURE)}
+    return {name: (default if verify else 0) if value is None else int(value)
+            for name, (value, default) in given.items()}
 
 
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
@@ -105,16 +98,12 @@ def _check_options(candidates, poses, mode, threshold, batch_size, localize_top,
         if not isinstance(value, bool):
             raise TypeError(f"`{name}` must be True or False, got {value!r}")
     check_positive_int(candidates, "candidates")
-    if wider is not None:
-        check_positive_int(wider, "wider", minimum=0)
-    if wider and not switches.get("verify", True):
-        raise ValueError(f"`wider={wider}` needs the pixel check (verify=True): its first pass decides which "
-                         f"of the wider search's pairs are kept; pass wider=0 with verify=False")
-    if texture is not None:
-        check_positive_int(texture, "texture", minimum=0)
-    if texture and not switches.get("verify", True):
-        raise ValueError(f"`texture={texture}` needs the pixel check (verify=True): its first pass decides which "
-                         f"of the texture neighbours' pairs are kept; pass texture=0 with verify=False")
+    for name, value, whose in (("wider", wider, "the wider search's"), ("texture", texture, "the texture neighbours'")):
+        if value is not None:
+            check_positive_int(value, name, minimum=0)
+        if value and not switches.get("verify", True):
+            raise ValueError(f"`{name}={value}` needs the pixel check (verify=True): its first pass decides which "
+                             f"of {whose} pairs are kept; pass {name}=0 with verify=False")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(localize_top, "localize", minimum=0)
     if poses not in POSES:
@@ -186,16 +175,17 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         :data:`DEFAULT_WIDER` (90) with ``verify``, 0 without; 0: no wider search. On the
         benchmark's 10,000 panels with 500 planted copies (``texture=0``), recall@10 of the
         copies in the screen's order was 0.962 with ``candidates`` and ``wider`` at their
-        defaults (10 + 90; 1,214 s on 2 CPU cores) against 0.838 with ``wider=0`` (882 s), and 0.976 with ``candidates=30,
-        wider=170`` (1,688 s) (docs/screening.md, *Seventeenth session*).
+        defaults (10 + 90; 1,214 s on 2 CPU cores) against 0.838 with ``wider=0`` (882 s),
+        and 0.976 with ``candidates=30, wider=170`` (1,688 s) (docs/screening.md,
+        *Seventeenth session*).
     texture : int or None
         Also pair each item with this many nearest others by texture orientation and its
         strength (:mod:`~napari_siamforensic.screening.texture`: the structure tensor at 1, 2
         and 4 px, invariant to flips and quarter turns), and keep those pairs, like the wider
         search's, only where the first pass finds them alike. For copies of oriented textures
         (fibres), which the network ranks among many panels of their kind. Reads every item's
-        image (the pixel check's thumbnails are made from the same read). None (the default): :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0
-        without; 0: none. Needs ``verify``. On the benchmark's 10,000 panels the defaults put
+        image (the pixel check's thumbnails are made from the same read). None (the default):
+        :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0 without; 0: none. Needs ``verify``. On the benchmark's 10,000 panels the defaults put
         0.992 of the planted copies among each item's 10 best (1,323 s on 2 CPU cores) against
         0.962 with ``texture=0`` (1,258 s) (docs/screening.md, *Eighteenth session*).
     poses : {"none", "dihedral", "dihedral+invert"}
@@ -366,8 +356,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify),
-        texture=resolve_texture(texture, verify)), arrays, options,
+        hub_correction=hub_correction, overlap=overlap, **first_pass_options(wider, texture, verify)), arrays, options,
         t0, t_embed,
         n_restored)
 

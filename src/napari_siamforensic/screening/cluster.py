@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.scoring import load_model
-from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, resolve_texture, resolve_wider
+from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, first_pass_options
 from .index import EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, stored_pose_ids
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
@@ -138,8 +138,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, wider=resolve_wider(wider, verify),
-        texture=resolve_texture(texture, verify)), {}, options, t0, t_embed,
+        hub_correction=hub_correction, overlap=overlap, **first_pass_options(wider, texture, verify)), {}, options,
+        t0, t_embed,
         n_restored)
 
 
