@@ -328,8 +328,9 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         res = screen([str(folder)], model, candidates=max(max(args.k), args.search_k), poses=args.poses,
                      localize=0, store=store, batch_size=args.batch_size, threads=args.threads,
                      pose_embedding=emb, index=args.index, compile=args.compile, whiten=not args.no_whiten,
-                     crops=not args.no_crops, verify=not args.no_verify, hub_correction=not args.no_hub_correction,
-                     overlap=args.overlap, wider=args.wider, texture=args.texture)
+                     crops=False if args.no_crops else args.crops, verify=not args.no_verify,
+                     hub_correction=not args.no_hub_correction, overlap=args.overlap, wider=args.wider,
+                     texture=args.texture, metric=args.metric)
         wall = time.perf_counter() - t
     rows["items"] = len(res.items)
     rows["stored poses"] = res.info["stored_poses"]
@@ -338,6 +339,8 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     rows["whitened search"] = res.info["whitened"]
     rows["hub correction"] = res.info["hub_correction"]
     rows["crop rows per item"] = res.info["crop_rows"]
+    rows["crop windows"] = res.info["crop_layout"]
+    rows["search metric"] = res.info["metric"]
     rows["screen wall s"] = wall
     rows["embed s"] = res.info["seconds_embed"]
     rows["search s"] = res.info["seconds_search"]
@@ -373,7 +376,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
     ids = stored_pose_ids(args.poses, emb)
     crop_poses = tuple(res.info["crop_poses"])
     st = EmbeddingStore(store, model_id=model.identity(), poses=args.poses, dim=model.config.embedding_dim,
-                        pose_ids=ids, crop_poses=crop_poses)
+                        pose_ids=ids, crop_poses=crop_poses, crop_layout=res.info["crop_layout"] or "pixels")
     refs, chunks, _ = st.restore()
     vectors = Vectors(chunks, ids, crop_poses)
     assert len(vectors) == len(res.items)
@@ -382,7 +385,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
         t = time.perf_counter()
         a, b, d = candidate_pairs(vectors, groups, k=k, threads=args.threads, index=args.index,
                                   pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
-                                  hub_correction=not args.no_hub_correction)
+                                  hub_correction=not args.no_hub_correction, metric=args.metric)
         dt = time.perf_counter() - t
         got = set(zip(a.tolist(), b.tolist()))
         rows[f"recall@{k} (index)"] = len(truth & got) / len(truth)
@@ -391,7 +394,7 @@ def _screen_corpus(rows, folder, store, planted, emb, args, model):
             t = time.perf_counter()
             ap, bp, _ = candidate_pairs(vectors.without_crops(), groups, k=k, threads=args.threads, index=args.index,
                                         pose_penalty=model.pose_penalty, whiten=not args.no_whiten,
-                                        hub_correction=not args.no_hub_correction)
+                                        hub_correction=not args.no_hub_correction, metric=args.metric)
             rows[f"search s @{k} (whole images only)"] = time.perf_counter() - t
             rows[f"recall@{k} (index, whole images only)"] = len(truth & set(zip(ap.tolist(), bp.tolist()))) / len(truth)
         if res.info["whitened"]:      # the same search without whitening, for the ratio
@@ -652,6 +655,10 @@ def main(argv=None):
     p.add_argument("--verify-top", type=int, default=0, metavar="L",
                    help="keypoint-verify the screen's L best pairs (as localize=L does) and report how many "
                         "planted and unrelated pairs were verified, and the R-precision once verified pairs lead")
+    p.add_argument("--crops", choices=("pixels", "features"), default="pixels",
+                   help="how the crop windows are embedded (screen's crops=...; default pixels)")
+    p.add_argument("--metric", choices=("l1", "l2"), default="l1",
+                   help="the screen's neighbour search metric (default l1, the screen's default)")
     p.add_argument("--no-crops", action="store_true",
                    help="screen without crop windows (the fast whole-image search); with them (the default) "
                         "every k also reports the recall of the whole-image search on the same store")

@@ -223,6 +223,30 @@ def test_screen_no_verify_reaches_the_screen(figures, model_file, tmp_path, monk
     assert csv["match"].notna().all() if expected else csv["match"].isna().all()
 
 
+@pytest.mark.parametrize("flag, metric", [([], "l1"), (["--metric", "l2"], "l2")])
+def test_screen_metric_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, metric):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["metric"] == metric
+    assert json.loads((out / "report.json").read_text())["info"]["metric"] == metric
+
+
+@pytest.mark.parametrize("flag, crops, layout, rows", [
+    ([], "pixels", "pixels", 36), (["--crops", "features"], "features", "features", 36),
+    (["--no-crops"], False, None, 0),
+])
+def test_screen_crops_reach_the_screen(figures, model_file, tmp_path, monkeypatch, flag, crops, layout, rows):
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["crops"] == crops
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["crop_layout"] == layout and info["crop_rows"] == rows
+
+
+def test_screen_crops_features_and_no_crops_are_refused_together(figures, capsys):
+    assert main(["screen", str(figures), "--crops", "features", "--no-crops"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["siamforensic: error: --crops features and --no-crops contradict each other: drop one"]
+
+
 @pytest.mark.parametrize("flag, expected", [([], False), (["--overlap"], True)])
 def test_screen_overlap_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, flag, expected):
     seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)

@@ -27,6 +27,16 @@ def test_cluster_screen_equals_local_screen(tmp_path, model_path):
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         remote = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
                                    store=tmp_path.parent / "cluster-store", **kw)
+        # the workers embed crop windows in the layout asked for (here the approximate, shared-pass one)
+        remote_f = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
+                                     crops="features", **kw)
+    local_f = screen([str(tmp_path)], str(model_path), crops="features", **kw)
+    assert remote_f.info["crop_layout"] == local_f.info["crop_layout"] == "features"
+    assert local.info["crop_layout"] == "pixels"
+    assert remote_f.pairs[["a", "b"]].equals(local_f.pairs[["a", "b"]])
+    np.testing.assert_allclose(remote_f.pairs["crop_distance"], local_f.pairs["crop_distance"], rtol=1e-5)
+    both = local_f.pairs.merge(local.pairs, on=["a", "b"], suffixes=("_f", "_p"))    # and not the pixel windows
+    assert len(both) and not np.allclose(both["crop_distance_f"], both["crop_distance_p"])
     assert remote.items.drop(columns=[]).equals(local.items)
     assert remote.info["wider"] == local.info["wider"] == 2
     assert remote.info["wider_pairs_kept"] == local.info["wider_pairs_kept"]

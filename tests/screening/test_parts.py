@@ -520,9 +520,10 @@ def test_crop_query_poses_reach_every_relation(poses, pose_embedding):
         assert q == (0, 1, 2, 3)        # the four turns: 36 windows per item with the 3 x 3 grid
 
 
-def test_crop_windows_are_the_network_on_the_grid_crops(model):
-    """Row P + w * Q + q of embed_poses is the network on window w of the 3 x 3 grid (each 3/4 of
-    the side, cut from the image resized to 171 px) in pose crop_poses[q], times alpha."""
+def test_pixel_crop_windows_are_the_network_on_the_grid_crops(model):
+    """With crop_layout="pixels" (stores of before the nineteenth session), row P + w * Q + q of
+    embed_poses is the network on window w of the 3 x 3 grid (each 3/4 of the side, cut from the
+    image resized to 171 px) in pose crop_poses[q], times alpha."""
     import torch
 
     from napari_siamforensic.core.data import normalise_intensity
@@ -531,7 +532,7 @@ def test_crop_windows_are_the_network_on_the_grid_crops(model):
     img = scene8(5, 171)                       # already 128 / 0.75 px: no resampling to compare with
     basis = (0, 1, 2, 4, 11, 12)
     crop_poses = (0, 1, 2, 3)
-    with_crops = embed_poses(model, [img], "dihedral+invert", basis, crop_poses)
+    with_crops = embed_poses(model, [img], "dihedral+invert", basis, crop_poses, "pixels")
     plain = embed_poses(model, [img], "dihedral+invert", basis)
     assert with_crops.shape == (1, 6 + crop_rows(crop_poses), 128) and crop_rows(crop_poses) == 36
     np.testing.assert_array_equal(with_crops[:, :6], plain)
@@ -546,6 +547,99 @@ def test_crop_windows_are_the_network_on_the_grid_crops(model):
             want = (model.embed_tensor(poses_of(win, crop_poses).reshape(4, 1, 128, 128)) * alpha).detach().numpy()
             np.testing.assert_allclose(with_crops[0, 6 + 4 * w:6 + 4 * w + 4], want, rtol=1e-4, atol=1e-5)
             w += 1
+
+
+def test_feature_crop_windows_are_the_head_on_the_pooled_map_cells(model):
+    """crop_layout="features" (``crops="features"``): the image is resized to 160 px and window w (row-major
+    in the 3 x 3 grid, 16 px apart) of pose q is the network's head on the 8 x 8 cells of the last
+    block's pooled map (Branch.feature_maps, max-pooled) that cover it, times alpha."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_siamforensic.core.data import prepare_batch
+    from napari_siamforensic.screening.index import CROP_LAYOUT, crop_input_side, embed_poses, poses_of
+
+    assert CROP_LAYOUT == "pixels" and crop_input_side(model) == 160
+    img = scene8(6, 200)
+    crop_poses = (0, 1, 2, 3)
+    rows = embed_poses(model, [img], "dihedral+invert", (0, 4), crop_poses, "features")
+    assert rows.shape == (1, 2 + 36, 128)
+    np.testing.assert_array_equal(rows[:, :2], embed_poses(model, [img], "dihedral+invert", (0, 4)))
+    big = prepare_batch([img], 160, "cpu")
+    branch, alpha = model.net.branch, model.net.alpha.float()
+    with torch.no_grad():
+        for q, posed in enumerate(poses_of(big, crop_poses)):
+            cells = F.max_pool2d(branch.feature_maps(posed, blocks=[3])[0], 2)          # (1, 128, 10, 10)
+            assert cells.shape[-2:] == (10, 10)
+            w = 0
+            for cy in (0, 1, 2):
+                for cx in (0, 1, 2):
+                    part = branch.head_norm(cells[..., cy:cy + 8, cx:cx + 8]).flatten(1)
+                    want = (branch.fc2(branch.fc_norm(branch.fc1(part))) * alpha).numpy()[0]
+                    np.testing.assert_allclose(rows[0, 2 + 4 * w + q], want, rtol=1e-4, atol=1e-5)
+                    w += 1
+
+
+def test_feature_crop_windows_are_near_the_windows_cut_out(model):
+    """A window from the shared feature map is not the network on the window cut out (the convs
+    see past its edge), but it is nearer to that window's own embedding than to any other
+    window of any image: every one of 6 images x 9 windows finds its own cut-out first."""
+    from napari_siamforensic.core.data import prepare_batch
+    from napari_siamforensic.screening.index import embed_poses
+
+    imgs = [scene8(s, 160) for s in range(6)]
+    rows = embed_poses(model, imgs, "dihedral+invert", (0,), (0,), "features")[:, 1:]   # (6, 9, D)
+    big = prepare_batch(imgs, 160, "cpu")
+    alpha = model.net.alpha.float()
+    cut = np.stack([(model.embed_tensor(big[..., oy:oy + 128, ox:ox + 128].contiguous()) * alpha).detach().numpy()
+                    for oy in (0, 16, 32) for ox in (0, 16, 32)], 1)                 # (6, 9, D)
+    d = np.abs(rows.reshape(-1, 1, 128) - cut.reshape(1, -1, 128)).sum(-1)         # (54, 54)
+    np.testing.assert_array_equal(d.argmin(1), np.arange(54))
+    assert np.median(np.diag(d)) < 0.5 * np.median(np.sort(d, 1)[:, 1])
+
+
+def test_windows_with_fewer_shared_blocks_are_nearer_the_cut_outs(model):
+    """Branch.windows(shared=3): the first three blocks run once (cells of 8 px), the last block
+    and the head per window; its windows (176 px input, 24 px apart) also find their own cut-out
+    first. Wrong input sizes and block counts are refused with what is accepted."""
+    import torch
+
+    from napari_siamforensic.core.data import prepare_batch
+
+    imgs = [scene8(s, 176) for s in range(4)]
+    big = prepare_batch(imgs, 176, "cpu")
+    branch, alpha = model.net.branch, model.net.alpha.float()
+    assert branch.stride(3) == 8 and branch.stride() == 16
+    with torch.no_grad():
+        rows = (model.embed_windows_tensor(big, 3, 3, shared=3) * alpha).numpy()            # (4, 9, D)
+    cut = np.stack([(model.embed_tensor(big[..., oy:oy + 128, ox:ox + 128].contiguous()) * alpha).detach().numpy()
+                    for oy in (0, 24, 48) for ox in (0, 24, 48)], 1)
+    d = np.abs(rows.reshape(-1, 1, 128) - cut.reshape(1, -1, 128)).sum(-1)
+    np.testing.assert_array_equal(d.argmin(1), np.arange(36))
+    with pytest.raises(ValueError, match=r"needs 176 x 176 inputs, got \(160, 160\)"):
+        branch.windows(big[..., :160, :160], 3, 3, shared=3)
+    with pytest.raises(ValueError, match="`shared` must be 1-4 blocks, got 0"):
+        branch.windows(big, 3, 3, shared=0)
+
+
+def test_feature_crop_windows_turn_with_the_image(model):
+    """The windows of pose q are the grid of the posed image: the windows of the image turned a
+    quarter (pose 1) are, window for window, pose 1's windows of the image as it is."""
+    from napari_siamforensic.screening.index import embed_poses
+
+    img = scene8(7, 160)
+    a = embed_poses(model, [img], "dihedral+invert", (0,), (0, 1), "features")[0, 1:].reshape(9, 2, -1)
+    b = embed_poses(model, [np.ascontiguousarray(np.rot90(img))], "dihedral+invert", (0,), (0, 1), "features")[0, 1:]
+    b = b.reshape(9, 2, -1)
+    np.testing.assert_allclose(b[:, 0], a[:, 1], rtol=1e-4, atol=1e-5)
+    assert np.abs(b[:, 0] - a[:, 0]).sum(-1).max() > 1e-3          # and not the windows unturned
+
+
+def test_crop_layout_is_checked(model):
+    from napari_siamforensic.screening.index import embed_poses
+
+    with pytest.raises(ValueError, match="crop_layout"):
+        embed_poses(model, [scene8(1, 160)], "dihedral+invert", (0,), (0,), "tiles")
 
 
 def test_crop_windows_find_a_copy_that_the_whole_image_misses():

@@ -211,8 +211,8 @@ def test_modes_within_and_across_documents(tmp_path, model):
 def test_threshold_and_candidates_limit_the_pairs(folder, model):
     res_all = screen([str(folder)], model, candidates=4, localize=0, poses="none")
     assert len(res_all.pairs) == 10          # 5 items, every pair is a candidate
-    res_k1 = screen([str(folder)], model, candidates=1, localize=0, poses="none")
-    assert len(res_k1.pairs) <= 5
+    res_k1 = screen([str(folder)], model, candidates=1, localize=0, poses="none", wider=0, texture=0)
+    assert len(res_k1.pairs) <= 5            # each item's nearest (no wider search: it adds pairs)
     evidence = np.fmin(res_all.pairs["distance"], res_all.pairs["crop_distance"])
     cut = float(evidence.iloc[2])
     res_t = screen([str(folder)], model, threshold=cut, localize=0, poses="none")
@@ -361,8 +361,49 @@ def test_a_store_built_without_crop_windows_is_refused_with_the_fix(folder, mode
         screen([str(folder)], model, store=store, localize=0, poses="none")
     again = screen([str(folder)], model, store=store, localize=0, poses="none", crops=False)
     assert again.info["restored"] == 5
-    with pytest.raises(TypeError, match="crops"):
+    with pytest.raises(ValueError, match="crops"):
         screen([str(folder)], model, crops="yes")
+
+
+def test_a_store_keeps_the_crop_layout_it_was_built_with(folder, model, tmp_path):
+    """A store records how its crop windows were embedded; a store of before the nineteenth session
+    (no "crop_layout" in its manifest) has windows cut from the pixels. A screen asking for
+    another layout is refused with the fix, so every item of a store is comparable; new items go
+    in the store's layout."""
+    from napari_siamforensic.screening.index import EmbeddingStore, embed_poses, stored_pose_ids
+
+    img = scene8(31, 200)
+    Image.fromarray(img).save(tmp_path / "new.png")
+    for layout in ("pixels", "features"):
+        store = tmp_path / f"store-{layout}"
+        first = screen([str(folder)], model, store=store, localize=0, poses="none", verify=False,
+                       crops=True if layout == "pixels" else layout)
+        assert first.info["crop_layout"] == layout
+        man = json.loads((store / "manifest.json").read_text())
+        assert man["crop_layout"] == layout and man["crop_poses"] == [0]
+        if layout == "pixels":
+            del man["crop_layout"]                            # as the stores of before wrote it
+            (store / "manifest.json").write_text(json.dumps(man))
+        other = "features" if layout == "pixels" else "pixels"
+        with pytest.raises(ValueError, match=f"in the '{layout}' layout.*crops='{layout}'"):
+            screen([str(folder)], model, store=store, localize=0, poses="none", verify=False, crops=other)
+        res = screen([str(folder), str(tmp_path / "new.png")], model, store=store, localize=0, poses="none",
+                     verify=False, crops=layout)
+        assert res.info["restored"] == 5 and len(res.items) == 6 and res.info["crop_layout"] == layout
+        st = EmbeddingStore(store, model_id=model.identity(), poses="none", dim=128,
+                            pose_ids=stored_pose_ids("none", "basis"), crop_poses=(0,), crop_layout=layout)
+        refs, chunks, _ = st.restore()
+        new_row = np.concatenate(chunks)[[i for i, r in enumerate(refs) if r.source.endswith("new.png")][0]]
+        for emb_layout in ("pixels", "features"):
+            want = embed_poses(model, [img], "none", (0,), (0,), emb_layout)[0]
+            assert np.allclose(new_row, want, rtol=1e-4, atol=1e-5) == (emb_layout == layout), emb_layout
+    man["crop_layout"] = "tiles"
+    (store / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="'tiles' layout"):
+        screen([str(folder)], model, store=store, localize=0, poses="none", verify=False)
+    for bad, err in (("tiles", ValueError), (1, TypeError), (None, TypeError)):
+        with pytest.raises(err, match="crops"):
+            screen([str(folder)], model, localize=0, crops=bad)
 
 
 def test_keypoint_verified_pairs_come_first(folder, model, monkeypatch):

@@ -129,8 +129,9 @@ def test_the_screen_first_passes_exactly_the_new_texture_pairs(model):
     for j, src in enumerate((1, 4, 7, 10)):
         arrays.append(copy_of(arrays[src], j))                            # items 12-15: copies
     arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
-    plain = screen(arrays, model, candidates=1, wider=0, texture=0, localize=0)
-    tex = screen(arrays, model, candidates=1, wider=0, texture=2, localize=0)
+    # (the L1 search: with it the untrained test network misses two copies, see below)
+    plain = screen(arrays, model, candidates=1, wider=0, texture=0, localize=0, metric="l1")
+    tex = screen(arrays, model, candidates=1, wider=0, texture=2, localize=0, metric="l1")
     pairs = lambda res: {(int(x), int(y)) for x, y in zip(res.pairs["a"], res.pairs["b"])}
     floats = [x.astype(np.float32) for x in arrays]
     ta, tb = texture_pairs(texture_descriptors(lambda i: floats[i], len(floats)), k=2)
@@ -161,7 +162,7 @@ def test_the_texture_step_and_the_check_read_each_image_once(model, monkeypatch)
 
     monkeypatch.setattr(screening, "load_item_image", counting)
     arrays = [fibres(400 + i, 25.0 * i) for i in range(6)]
-    res = screen(arrays, model, candidates=1, wider=2, texture=2, localize=0)
+    res = screen(arrays, model, candidates=1, wider=2, texture=2, localize=0, metric="l1")   # (with L2 the search pairs all 6)
     assert res.info["texture_pairs"] > 0 and np.isfinite(res.pairs["match"]).all()
     assert sorted(reads) == sorted(set(reads)) and len(reads) == len(arrays)
 

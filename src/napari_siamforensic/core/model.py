@@ -67,6 +67,45 @@ class Branch(nn.Module):
         x = self.head_norm(x).flatten(1)
         return self.fc2(self.fc_norm(self.fc1(x)))
 
+    def stride(self, blocks: int | None = None) -> int:
+        """Input pixels per cell of the map after the first ``blocks`` blocks (default: all;
+        16 with 4 blocks)."""
+        return 2 ** (len(self.blocks) if blocks is None else int(blocks))
+
+    def windows(self, x: torch.Tensor, grid: int, step: int, shared: int | None = None) -> torch.Tensor:
+        """Embeddings of a ``grid x grid`` grid of windows of ``x``, the first ``shared`` conv
+        blocks (default: all) run once over the whole of ``x``: ``(B, 1, H, W)`` ->
+        ``(B, grid * grid, D)``, row-major.
+
+        Each window is ``input_size`` pixels square, the windows ``step`` cells (of
+        ``stride(shared)`` pixels) apart, so ``H = W = input_size + (grid - 1) * step *
+        stride(shared)``. Window w is the rest of the network (the other blocks, then the head)
+        on the cells of the shared map it covers: not exactly the network on that window cut out
+        (the shared blocks see past its edge, and ``x`` is standardised as a whole), for fewer
+        operations (all shared: ``grid**2 / (H * W / input_size**2)`` times fewer).
+        """
+        shared = len(self.blocks) if shared is None else int(shared)
+        if not 1 <= shared <= len(self.blocks):
+            raise ValueError(f"windows: `shared` must be 1-{len(self.blocks)} blocks, got {shared}")
+        size = self.config.input_size
+        stride = self.stride(shared)
+        cells = size // stride
+        side = size + (grid - 1) * step * stride
+        if x.shape[-2:] != (side, side):
+            raise ValueError(f"windows: a {grid} x {grid} grid {step} cell(s) of {stride} px apart needs "
+                             f"{side} x {side} inputs, got {tuple(x.shape[-2:])}")
+        h = standardise(x)
+        for block in self.blocks[:shared]:
+            h = block(h)
+        offs = [k * step for k in range(grid)]
+        w = torch.stack([h[..., oy:oy + cells, ox:ox + cells] for oy in offs for ox in offs], 1)
+        b, nw = w.shape[:2]
+        w = w.reshape(b * nw, *w.shape[2:])
+        for block in self.blocks[shared:]:
+            w = block(w)
+        w = self.head_norm(w).flatten(1)
+        return self.fc2(self.fc_norm(self.fc1(w))).reshape(b, nw, -1)
+
     def feature_maps(self, x: torch.Tensor, blocks=None) -> list[torch.Tensor]:
         """Per-block feature maps before pooling (block ``i`` at 1/2**i of the input size).
 

@@ -318,6 +318,21 @@ class ForensicModel:
                 out.append(self.net(chunk).float())
         return torch.cat(out) if out else torch.empty(0, self.config.embedding_dim, device=self.device)
 
+    @torch.no_grad()
+    def embed_windows_tensor(self, x: torch.Tensor, grid: int, step: int, shared: int | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` -> ``(N, grid * grid, D)`` float32: the embeddings of a grid of
+        ``input_size`` windows ``step`` cells apart, the first ``shared`` conv blocks (default:
+        all) run once over each image (:meth:`Branch.windows`), in batches of ``batch_size``
+        (never compiled)."""
+        out = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start:start + self.batch_size].contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out.append(self.net.branch.windows(chunk, grid, step, shared).float())
+        if out:
+            return torch.cat(out)
+        return torch.empty(0, grid * grid, self.config.embedding_dim, device=self.device)
+
     def _embed_poses(self, x: torch.Tensor, poses: str) -> torch.Tensor:
         stack = pose_stack(x, poses)                       # (P, N, 1, S, S)
         p, n = stack.shape[:2]

@@ -26,9 +26,9 @@ import pandas as pd
 
 from .._validation import check_positive_int
 from ..core.scoring import POSES, ForensicModel, load_model
-from .index import (INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, EmbeddingStore, Vectors, best_poses,
-                    crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
-                    iter_candidate_pairs, pose_min_distance, resolve_index, stored_pose_ids)
+from .index import (CROP_LAYOUT, INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITEN_MIN_ROWS, EmbeddingStore, Vectors,
+                    best_poses, crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
+                    iter_candidate_pairs, pose_min_distance, resolve_crops, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
 from .verify import FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
 from .texture import TEXTURE_DIM, texture_descriptors, texture_pairs
@@ -92,10 +92,12 @@ def first_pass_options(wider, texture, verify: bool) -> dict[str, int]:
 
 def _check_options(candidates, poses, mode, threshold, batch_size, localize_top, metric,
                    pose_embedding="all", index="auto", wider=None, texture=None, **switches):
-    """Checks the options every screen shares; ``switches`` (``whiten=...``, ``crops=...``)
-    must be True or False."""
+    """Checks the options every screen shares; ``switches`` (``whiten=...``, ``verify=...``)
+    must be True or False, ``crops`` True, False or a crop layout."""
     for name, value in switches.items():
-        if not isinstance(value, bool):
+        if name == "crops":
+            resolve_crops(value)
+        elif not isinstance(value, bool):
             raise TypeError(f"`{name}` must be True or False, got {value!r}")
     check_positive_int(candidates, "candidates")
     for name, value, whose in (("wider", wider, "the wider search's"), ("texture", texture, "the texture neighbours'")):
@@ -151,7 +153,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
                 backend: str = "auto", options: SourceOptions | None = None,
                 threads: int | None = None, pose_embedding: str = "basis",
                 index: str = "auto", compile: bool = False, whiten: bool = True,
-                crops: bool = True, verify: bool = True, hub_correction: bool = True,
+                crops: bool | str = True, verify: bool = True, hub_correction: bool = True,
                 overlap: bool = False, wider: int | None = None,
                 texture: int | None = None) -> Iterator[ScreenProgress]:
     """Screen ``sources`` for duplicated images, yielding :class:`ScreenProgress` reports; the
@@ -213,8 +215,13 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         transform of the best pose and no boxes). Pairs whose keypoints were verified
         (``method == "orb-ransac"``) are moved to the top of the table.
     metric : {"l1", "l2"}
-        Candidate search metric: ``"l1"`` is the model's own (exact); ``"l2"`` is a faster
-        proxy for very large corpora. Candidates are re-scored in L1 either way.
+        Candidate search metric, in the corpus's whitened space (``whiten``). ``"l1"`` (the
+        default) is the model's own metric (exact with ``whiten=False``). ``"l2"`` is computed by
+        faiss with matrix products: on 10,000 generated panels the search took 94 s instead of
+        296 s on 2 CPU cores, but recall@10 of the planted copies was 0.978 instead of 0.992 on
+        the benchmark's corpus, while a calibration corpus found 3 copies more with it
+        (``docs/screening.md``, *Nineteenth session*). The pairs found are scored with f either
+        way.
     backend : {"auto", "faiss", "torch"}
     index : {"auto", "flat", "ivf"}
         Neighbour index: ``"flat"`` is exact, ``"ivf"`` (faiss) searches the nearest cells only
@@ -235,7 +242,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         planted copies among each item's 10 nearest from 0.772 to 0.838 (among 30: 0.862 to
         0.906; ``docs/screening.md``, *Eleventh session*). The reported distances do not
         change.
-    crops : bool
+    crops : bool or {"pixels", "features"}
         Also search with a 3 x 3 grid of crop windows of every item (each 3/4 of its width and
         height, in the poses :func:`~napari_siamforensic.screening.index.crop_query_poses`
         names: the four turns with the default basis), so that a copy cut from a larger panel
@@ -245,7 +252,13 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         basis: on 2 CPU cores the screen of 10,000 generated panels took 1,077 s instead of
         ~190 s, and recall@10 of the planted copies rose from 0.494 to 0.772 (recall@1 0.342 ->
         0.584; ``benchmarks/screen.py``, seventh session; with the hub correction 0.524 ->
-        0.838). ``False`` for the fastest screen of very large corpora.
+        0.838). ``False`` for the fastest screen of very large corpora. ``"features"`` (nineteenth
+        session): the windows (4/5 of the side) come from one pass of the conv blocks over each
+        pose of the item, a third of the embedding time, but they are approximations and find
+        fewer cut-out copies (calibration corpus, with the texture neighbours: 0.958 of the
+        planted copies among the candidates instead of 0.988; ``docs/screening.md``,
+        *Nineteenth session*). ``True`` is ``"pixels"``, each window cut out and embedded on
+        its own. A store keeps the layout it was built with: another is refused.
     options : SourceOptions, optional
         Panel splitting, PDF page rendering, limits.
     threads : int, optional
@@ -296,9 +309,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         model = copy.copy(model).compile()      # the caller's model stays eager
     dim = model.config.embedding_dim
     pose_ids = stored_pose_ids(poses, pose_embedding)
-    crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
+    layout = resolve_crops(crops)
+    crop_poses = crop_query_poses(poses, pose_embedding) if layout else ()
     st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=dim, pose_ids=pose_ids,
-                        crop_poses=crop_poses)
+                        crop_poses=crop_poses, crop_layout=layout or CROP_LAYOUT)
     refs, chunks, skipped_records = st.restore()
     completed = st.completed_files()
     n_restored = len(refs)
@@ -319,7 +333,7 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         nonlocal buf_items, pending_files, pending_skipped
         if buf_items:
             vecs = np.concatenate([embed_poses(model, [it.image for it in buf_items[s:s + batch_size]], poses, pose_ids,
-                                               crop_poses)
+                                               crop_poses, st.crop_layout)
                                    for s in range(0, len(buf_items), batch_size)])
         else:
             vecs = np.zeros((0, len(pose_ids) + crop_rows(crop_poses), dim), np.float32)
@@ -355,8 +369,9 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     yield from _search_and_report(model, refs, chunks, skipped_records + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, **first_pass_options(wider, texture, verify)), arrays, options,
+        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses,
+        crop_layout=st.crop_layout if crop_poses else None, verify=verify, hub_correction=hub_correction,
+        overlap=overlap, **first_pass_options(wider, texture, verify)), arrays, options,
         t0, t_embed,
         n_restored)
 
@@ -571,7 +586,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             "whitened": bool(params["whiten"] and vectors.index_size >= WHITEN_MIN_ROWS),
             "hub_correction": bool(params.get("hub_correction", True)),
             "overlap": bool(params.get("verify") and params.get("overlap", False)),
-            "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c,
+            "crop_poses": list(params["crop_poses"]), "crop_rows": vectors.c, "crop_layout": params.get("crop_layout"),
             "metric": metric, "index": ("faiss-ivf" if index_kind == "ivf" else "faiss") if faiss_used else "torch",
             "items": len(refs), "restored": n_restored, "dropped_page_self_pairs": n_contained, "seconds_embed": round(t_embed, 2),
             "seconds_search": round(t_search, 2), "seconds_texture": round(t_texture, 2), "seconds_first_pass": round(t_first, 2), "seconds_verify": round(t_verify, 2), "seconds_localize": round(t_localize, 2),

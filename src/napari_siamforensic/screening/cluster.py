@@ -22,7 +22,8 @@ import numpy as np
 
 from ..core.scoring import load_model
 from . import ScreenProgress, SourceOptions, _check_options, _search_and_report, first_pass_options
-from .index import EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, stored_pose_ids
+from .index import (CROP_LAYOUT, EmbeddingStore, crop_query_poses, crop_rows, embed_poses, file_stamp, resolve_crops,
+                    stored_pose_ids)
 from .report import ScreenResult
 from .sources import Item, Skipped, expand_sources, iter_file
 
@@ -37,7 +38,8 @@ def _worker_model(model_path, device: str):
 
 
 def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_size: int, device: str = "auto",
-                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()):
+                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = (),
+                crop_layout: str = CROP_LAYOUT):
     """One task: read, split and embed these files. Returns a list, per file, of
     ``(path, stamp, refs, vectors (n, P + C, D), skipped records)`` (C rows of crop windows)."""
     model = _worker_model(model_path, device)
@@ -52,7 +54,7 @@ def embed_files(paths: list[str], model_path, poses: str, options: dict, batch_s
                 skipped.append({"source": ev.source, "page": ev.page, "reason": ev.reason, "file": path})
         if items:
             vecs = np.concatenate([embed_poses(model, [it.image for it in items[s:s + batch_size]], poses, pose_ids,
-                                               crop_poses)
+                                               crop_poses, crop_layout)
                                    for s in range(0, len(items), batch_size)])
         else:
             vecs = None
@@ -66,7 +68,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            store=None, localize: int = 50, metric: str = "l1", backend: str = "auto",
                            options: SourceOptions | None = None, threads: int | None = None,
                            pose_embedding: str = "basis", index: str = "auto",
-                           whiten: bool = True, crops: bool = True,
+                           whiten: bool = True, crops: bool | str = True,
                            verify: bool = True, hub_correction: bool = True,
                            overlap: bool = False, wider: int | None = None,
                            texture: int | None = None) -> Iterator[ScreenProgress]:
@@ -88,7 +90,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
                    texture, whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap)
     pose_ids = stored_pose_ids(poses, pose_embedding)
-    crop_poses = crop_query_poses(poses, pose_embedding) if crops else ()
+    layout = resolve_crops(crops)
+    crop_poses = crop_query_poses(poses, pose_embedding) if layout else ()
     options = options or SourceOptions()
     if client is None and scheduler is None:
         raise ValueError("pass `scheduler` (an address such as 'tcp://host:8786') or `client`")
@@ -98,7 +101,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     client = client or Client(scheduler)
     try:
         st = EmbeddingStore(store, model_id=model.identity(), poses=poses, dim=model.config.embedding_dim,
-                            pose_ids=pose_ids, crop_poses=crop_poses)
+                            pose_ids=pose_ids, crop_poses=crop_poses, crop_layout=layout or CROP_LAYOUT)
         refs, chunks, skipped = st.restore()
         n_restored = len(refs)
         completed = st.completed_files()
@@ -116,7 +119,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         batches = [files[i:i + files_per_task] for i in range(0, len(files), files_per_task)]
         # (Client.map has a batch_size of its own: ours goes in through partial)
         task = partial(embed_files, model_path=model_path, poses=poses, options=opts,
-                       batch_size=batch_size, device=device, pose_ids=pose_ids, crop_poses=crop_poses)
+                       batch_size=batch_size, device=device, pose_ids=pose_ids, crop_poses=crop_poses,
+                       crop_layout=st.crop_layout)
         futures = client.map(task, batches, pure=False)
         done = 0
         for fut in futures:      # in order, so ids are those of the single-process screen
@@ -137,8 +141,9 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     yield from _search_and_report(model, refs, chunks, skipped + new_skipped, dict(
         candidates=candidates, poses=poses, mode=mode, threshold=threshold, localize=localize,
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
-        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses, verify=verify,
-        hub_correction=hub_correction, overlap=overlap, **first_pass_options(wider, texture, verify)), {}, options,
+        pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses,
+        crop_layout=st.crop_layout if crop_poses else None, verify=verify, hub_correction=hub_correction,
+        overlap=overlap, **first_pass_options(wider, texture, verify)), {}, options,
         t0, t_embed,
         n_restored)
 

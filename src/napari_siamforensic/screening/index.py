@@ -84,6 +84,22 @@ def stored_pose_ids(poses: str, pose_embedding: str = "all") -> tuple[int, ...]:
 # images) to 0.772 (docs/screening.md).
 CROP_SIDE = 0.75
 CROP_GRID = 3
+# How the windows are embedded (``crop_layout``; ``sf.screen(crops=...)``; kept in a store's
+# manifest):
+# * "pixels" (the default, ``crops=True``): the item resized to ``input_size / CROP_SIDE`` (171 px),
+#   the windows cut out at offsets 0, 22 and 43 px and each embedded on its own.
+# * "features" (``crops="features"``, nineteenth session): the item is resized once to
+#   ``input_size + (CROP_GRID - 1) * CROP_STEP_CELLS * stride`` (160 px for the 128 px network,
+#   stride 16), each crop pose of it goes once through the conv blocks, and every window is the
+#   network's head on the 8 x 8 cells of the last pooled map it covers (``Branch.windows``):
+#   windows 4/5 of the side at offsets 0, 16 and 32 px. The embedding takes a third of the time
+#   on 2 CPU cores, but the windows are approximations (the convs see past a window's edge and
+#   the item is standardised as a whole), and fewer cut-out copies are found (calibration corpus:
+#   0.958 of the planted copies among the candidates instead of 0.988; docs/screening.md,
+#   *Nineteenth session*).
+CROP_LAYOUTS = ("features", "pixels")
+CROP_LAYOUT = "pixels"
+CROP_STEP_CELLS = 1
 
 
 @lru_cache(maxsize=None)
@@ -104,6 +120,24 @@ def crop_query_poses(poses: str, pose_embedding: str = "basis") -> tuple[int, ..
             if len({t for t in range(group) for s in index_ids for p in q if comp[s, t] == p}) == group:
                 return tuple(int(v) for v in q)
     raise AssertionError("unreachable: the whole group always covers itself")
+
+
+def resolve_crops(crops) -> str | None:
+    """``sf.screen``'s ``crops`` -> the crop layout (``CROP_LAYOUTS``), or None without crop
+    windows: True is ``CROP_LAYOUT``, False None, a layout name itself."""
+    if isinstance(crops, bool):
+        return CROP_LAYOUT if crops else None
+    if isinstance(crops, str):
+        if crops in CROP_LAYOUTS:
+            return crops
+        raise ValueError(f"`crops` must be True, False or one of {CROP_LAYOUTS}, got {crops!r}")
+    raise TypeError(f"`crops` must be True, False or one of {CROP_LAYOUTS}, got {crops!r}")
+
+
+def crop_input_side(model: ForensicModel) -> int:
+    """The side (px) an item is resized to for ``crop_layout="features"``: the network's input
+    plus ``CROP_GRID - 1`` steps of ``CROP_STEP_CELLS`` cells of the last pooled map."""
+    return model.input_size + (CROP_GRID - 1) * CROP_STEP_CELLS * model.net.branch.stride()
 
 
 def crop_rows(crop_poses) -> int:
@@ -193,22 +227,36 @@ def poses_of(x: torch.Tensor, pose_ids) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_poses(model: ForensicModel, images: list[np.ndarray], poses: str,
-                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()) -> np.ndarray:
+                pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = (),
+                crop_layout: str = CROP_LAYOUT) -> np.ndarray:
     """``(B, P, D)`` float32: ``alpha * embedding`` of every pose of every image (or of the
     poses ``pose_ids`` only, indices into ``pose_stack``'s order).
 
     ``crop_poses``: also embed a ``CROP_GRID x CROP_GRID`` grid of crop windows of every image
-    (each ``CROP_SIDE`` of its width and height; the image is resized once to
-    ``input_size / CROP_SIDE`` and the windows are cut from it) in each of these poses, appended
-    after the P pose rows: ``(B, P + crop_rows(crop_poses), D)``, window-major (row
-    ``P + w * Q + q`` is window ``w``, row-major in the grid, in pose ``crop_poses[q]``)."""
+    in each of these poses, appended after the P pose rows: ``(B, P + crop_rows(crop_poses), D)``,
+    window-major (row ``P + w * Q + q`` is window ``w``, row-major in the grid, in pose
+    ``crop_poses[q]``). ``crop_layout`` (``CROP_LAYOUTS``): ``"features"`` resizes the image once
+    to :func:`crop_input_side` and takes the windows from one pass of the conv blocks over each
+    pose of it (window ``w`` is then window ``w`` of the *posed* image's grid); ``"pixels"``
+    resizes it to ``input_size / CROP_SIDE``, cuts the windows (each ``CROP_SIDE`` of its width
+    and height) and embeds each on its own, in each pose."""
     x = prepare_batch(images, model.input_size, model.device)
     stack = pose_stack(x, poses) if pose_ids is None else poses_of(x, pose_ids)   # (P, B, 1, S, S)
     p, b = stack.shape[:2]
     alpha = model.net.alpha.float()
     e = model.embed_tensor(stack.reshape(p * b, *x.shape[1:])).reshape(p, b, -1) * alpha
     out = e.permute(1, 0, 2)
-    if crop_poses:
+    if crop_poses and crop_layout == "features":
+        side = crop_input_side(model)
+        big = prepare_batch(images, side, model.device)                              # (B, 1, side, side)
+        st = poses_of(big, crop_poses)                                                # (Q, B, 1, side, side)
+        q = st.shape[0]
+        ec = model.embed_windows_tensor(st.reshape(q * b, 1, side, side), CROP_GRID, CROP_STEP_CELLS)
+        ec = ec.reshape(q, b, CROP_GRID * CROP_GRID, -1) * alpha                     # (Q, B, W, D)
+        out = torch.cat([out, ec.permute(1, 2, 0, 3).reshape(b, -1, ec.shape[-1])], 1)
+    elif crop_poses:
+        if crop_layout != "pixels":
+            raise ValueError(f"`crop_layout` must be one of {CROP_LAYOUTS}, got {crop_layout!r}")
         size = model.input_size
         side = int(round(size / CROP_SIDE))
         big = prepare_batch(images, side, model.device)                              # (B, 1, side, side)
@@ -269,21 +317,29 @@ class EmbeddingStore:
     poses : str
     dim : int
         Embedding dimension D.
+    crop_layout : str
+        How the crop windows are embedded (``CROP_LAYOUTS``). A store built with crop windows in
+        another layout is refused (stores of before the nineteenth session have ``"pixels"``), so
+        that every item of one store is comparable.
     """
 
     def __init__(self, path: str | os.PathLike | None, *, model_id: str, poses: str, dim: int,
-                 pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = ()):
+                 pose_ids: tuple[int, ...] | None = None, crop_poses: tuple[int, ...] = (),
+                 crop_layout: str = CROP_LAYOUT):
+        if crop_layout not in CROP_LAYOUTS:
+            raise ValueError(f"`crop_layout` must be one of {CROP_LAYOUTS}, got {crop_layout!r}")
         self.path = Path(path) if path is not None else None
         self.model_id, self.poses, self.dim = model_id, poses, int(dim)
         self.pose_ids = tuple(int(p) for p in pose_ids) if pose_ids is not None else stored_pose_ids(poses, "all")
         self.crop_poses = tuple(int(p) for p in crop_poses)
+        self.crop_layout = crop_layout
         self.chunks: list[StoredChunk] = []
         if self.path is not None:
             self._open()
 
     def _manifest(self) -> dict:
         return {"format": STORE_FORMAT, "model": self.model_id, "poses": self.poses, "dim": self.dim,
-                "pose_ids": list(self.pose_ids), "crop_poses": list(self.crop_poses)}
+                "pose_ids": list(self.pose_ids), "crop_poses": list(self.crop_poses), "crop_layout": self.crop_layout}
 
     def _open(self) -> None:
         assert self.path is not None
@@ -302,6 +358,12 @@ class EmbeddingStore:
             if "pose_ids" not in have and have.get("poses") in POSE_COUNTS:     # stores of before the bases
                 have["pose_ids"] = list(stored_pose_ids(have["poses"], "all"))
             have.setdefault("crop_poses", [])                                     # stores of before the crops
+            layout = have.get("crop_layout", "pixels")                           # stores of before the layouts
+            if have["crop_poses"] and have["crop_poses"] == want["crop_poses"] and layout != self.crop_layout:
+                hint = f"crops={layout!r}" if layout in CROP_LAYOUTS else "another store folder"
+                raise ValueError(f"`store`: {str(self.path)!r} was built with crop windows in the {layout!r} layout, "
+                                 f"this screen uses {self.crop_layout!r}; screen with {hint} or use a new "
+                                 "store folder")
             for key in ("model", "poses", "dim", "pose_ids", "crop_poses"):
                 if have.get(key) != want[key]:
                     if key == "crop_poses":
@@ -925,4 +987,4 @@ __all__ = ["EmbeddingStore", "Vectors", "embed_poses", "candidate_pairs", "pose_
            "iter_candidate_pairs", "build_index", "have_faiss", "best_poses", "file_stamp", "MODES", "METRICS", "POSE_COUNTS",
            "POSE_BASES", "POSE_EMBEDDINGS", "INDEXES", "IVF_MIN_ROWS", "stored_pose_ids", "pose_composition", "pose_pairs",
            "PosePairs", "resolve_index", "ivf_shape", "poses_of", "crop_match", "crop_min_distance", "crop_best_poses", "pose_inverse", "crop_query_poses", "crop_rows",
-           "CROP_SIDE", "CROP_GRID"]
+           "CROP_SIDE", "CROP_GRID", "CROP_LAYOUTS", "CROP_LAYOUT", "resolve_crops", "crop_input_side"]
