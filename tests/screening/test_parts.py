@@ -622,6 +622,35 @@ def test_windows_with_fewer_shared_blocks_are_nearer_the_cut_outs(model):
         branch.windows(big, 3, 3, shared=0)
 
 
+def test_feature_windows_go_in_chunks_of_as_many_pixels_as_a_batch(model):
+    """embed_windows_tensor takes as many 160 px images per chunk as batch_size 128 px inputs hold
+    (the same peak memory as the network's batches): chunked or not, the same numbers."""
+    import copy
+
+    import torch
+
+    from napari_siamforensic.core.data import prepare_batch
+
+    big = prepare_batch([scene8(s, 160) for s in range(5)], 160, "cpu")
+    small = copy.copy(model)
+    small.batch_size = 3                        # 3 x 128^2 px: one 160 px image per chunk
+    seen = []
+    real = small.net.branch.windows
+
+    def spy(x, *args):
+        seen.append(x.shape[0])
+        return real(x, *args)
+
+    small.net.branch.windows = spy
+    try:
+        with torch.no_grad():
+            got = small.embed_windows_tensor(big, 3, 1)
+    finally:
+        del small.net.branch.windows
+    assert seen == [1] * 5
+    np.testing.assert_allclose(got.numpy(), model.embed_windows_tensor(big, 3, 1).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_feature_crop_windows_turn_with_the_image(model):
     """The windows of pose q are the grid of the posed image: the windows of the image turned a
     quarter (pose 1) are, window for window, pose 1's windows of the image as it is."""

@@ -322,11 +322,13 @@ class ForensicModel:
     def embed_windows_tensor(self, x: torch.Tensor, grid: int, step: int, shared: int | None = None) -> torch.Tensor:
         """``(N, 1, H, W)`` -> ``(N, grid * grid, D)`` float32: the embeddings of a grid of
         ``input_size`` windows ``step`` cells apart, the first ``shared`` conv blocks (default:
-        all) run once over each image (:meth:`Branch.windows`), in batches of ``batch_size``
-        (never compiled)."""
+        all) run once over each image (:meth:`Branch.windows`), in batches of as many pixels as
+        ``batch_size`` network inputs (fewer images than ``batch_size``: the same peak memory as
+        :meth:`embed_tensor`; never compiled)."""
         out = []
-        for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start:start + self.batch_size].contiguous(memory_format=torch.channels_last)
+        per = max(1, (self.batch_size * self.input_size ** 2) // (x.shape[-2] * x.shape[-1]))
+        for start in range(0, x.shape[0], per):
+            chunk = x[start:start + per].contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 out.append(self.net.branch.windows(chunk, grid, step, shared).float())
         if out:
