@@ -187,9 +187,10 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
         search's, only where the first pass finds them alike. For copies of oriented textures
         (fibres), which the network ranks among many panels of their kind. Reads every item's
         image (the pixel check's thumbnails are made from the same read). None (the default):
-        :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0 without; 0: none. Needs ``verify``. On the benchmark's 10,000 panels the defaults put
-        0.992 of the planted copies among each item's 10 best (1,323 s on 2 CPU cores) against
-        0.962 with ``texture=0`` (1,258 s) (docs/screening.md, *Eighteenth session*).
+        :data:`DEFAULT_TEXTURE` (30) with ``verify``, 0 without; 0: none. Needs ``verify``.
+        On the benchmark's 10,000 panels the defaults put 0.992 of the planted copies among
+        each item's 10 best (1,323 s on 2 CPU cores) against 0.962 with ``texture=0``
+        (1,258 s) (docs/screening.md, *Eighteenth session*).
     poses : {"none", "dihedral", "dihedral+invert"}
         The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
