@@ -241,10 +241,12 @@ def test_screen_crops_reach_the_screen(figures, model_file, tmp_path, monkeypatc
     assert info["crop_layout"] == layout and info["crop_rows"] == rows
 
 
-def test_screen_crops_features_and_no_crops_are_refused_together(figures, capsys):
-    assert main(["screen", str(figures), "--crops", "features", "--no-crops"]) == 2
+@pytest.mark.parametrize("layout", ["features", "pixels"])
+def test_screen_crops_and_no_crops_are_refused_together(figures, capsys, layout):
+    # an explicit --crops pixels (the default layout) contradicts --no-crops as much as features does
+    assert main(["screen", str(figures), "--crops", layout, "--no-crops"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["siamforensic: error: --crops features and --no-crops contradict each other: drop one"]
+    assert err == [f"siamforensic: error: --crops {layout} and --no-crops contradict each other: drop one"]
 
 
 @pytest.mark.parametrize("flag, expected", [([], False), (["--overlap"], True)])

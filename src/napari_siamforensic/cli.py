@@ -720,7 +720,7 @@ def _add_screen_parser(sub) -> None:
                         "of the width and height): about 6x faster; the crops find copies cut from larger "
                         "panels (recall@10 of planted copies among 10,000 generated panels 0.524 without, "
                         "0.838 with)")
-    p.add_argument("--crops", choices=("pixels", "features"), default="pixels",
+    p.add_argument("--crops", choices=("pixels", "features"), default=None,
                    help="how the crop windows are embedded: 'pixels' (default) cuts each window out and "
                         "embeds it; 'features' takes all 9 from one pass of the conv blocks over the item, "
                         "3x faster embedding on 2 CPU cores but approximate windows that find fewer copies "
@@ -786,10 +786,10 @@ def _cmd_screen(args) -> int:
     kw = dict(candidates=args.candidates, poses=args.poses, mode=args.mode, threshold=args.threshold,
               batch_size=args.batch_size, store=args.store, localize=args.localize, options=options,
               pose_embedding=args.pose_embedding, index=args.index, whiten=not args.no_whiten,
-              crops=False if args.no_crops else args.crops, verify=not args.no_verify,
+              crops=False if args.no_crops else (args.crops or "pixels"), verify=not args.no_verify,
               hub_correction=not args.no_hub_correction, overlap=args.overlap, wider=args.wider,
               texture=args.texture, metric=args.metric)
-    if args.no_crops and args.crops != "pixels":
+    if args.no_crops and args.crops is not None:
         raise CliError(f"--crops {args.crops} and --no-crops contradict each other: drop one")
     if args.wider and args.no_verify:
         raise CliError("--wider needs the pixel check (its first pass decides which of the wider search's pairs "
