@@ -239,3 +239,43 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
         assert w.result.info["wider"] == value and w.result.info["texture"] == tex
         assert w.result.info["crop_layout"] == ("features" if fast else "pixels")
     assert seen == [(0, 3, "pixels"), (20, 0, "features")]
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_keep_freed_memory_box(dup_viewer, tiny_model, wait_idle, monkeypatch, available):
+    """The "keep freed memory" box calls core.devices.retain_freed_memory at the next Compute (not
+    before, not when unticked); once applied it stays ticked and disabled, in this widget and in
+    any opened later (it is process-wide and cannot be undone); where the allocator does not
+    allow it the box is unticked and disabled, and the screen runs all the same."""
+    from napari_siamforensic.core import devices
+
+    monkeypatch.setattr(devices, "_RETAINED", False)
+    calls = []
+
+    def spy():
+        calls.append(1)
+        if available:
+            devices._RETAINED = True
+        return available
+
+    monkeypatch.setattr(devices, "retain_freed_memory", spy)
+    registry.set(tiny_model, "tiny")
+    w = DuplicatesWidget(dup_viewer)
+    assert not w.keep_memory.isChecked() and w.keep_memory.isEnabled()
+    w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+    assert calls == []                                   # unticked: the allocator is left alone
+    w.keep_memory.setChecked(True)
+    assert calls == []                                   # ticking alone does nothing yet
+    w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+    assert calls == [1]
+    assert w.keep_memory.isChecked() is available and not w.keep_memory.isEnabled()
+    w.compute()
+    wait_idle(w.runner)
+    assert calls == [1]                                  # asked once
+    later = DuplicatesWidget(dup_viewer)
+    assert later.keep_memory.isChecked() is available and later.keep_memory.isEnabled() is (not available)
+    assert ("is kept" in later.keep_memory.text()) is available

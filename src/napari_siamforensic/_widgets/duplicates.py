@@ -170,6 +170,14 @@ class DuplicatesWidget(QWidget):
                                    "copies cut from larger panels are found. A store keeps the choice it was built "
                                    "with")
         form.addRow(self.fast_crops)
+        self.keep_memory = QCheckBox("faster embedding: keep freed memory (Linux)")
+        self.keep_memory.setToolTip("ask the C library's allocator to keep the memory each batch frees instead of "
+                                    "handing it back and faulting it in again (core.devices.retain_freed_memory): "
+                                    "about half the CPU time of embedding on Linux with glibc, same results; in "
+                                    "exchange napari's process keeps its peak memory. It applies to the whole "
+                                    "napari session from the next Compute on and cannot be turned off again")
+        form.addRow(self.keep_memory)
+        self._show_memory_state()
         layout.addLayout(form)
 
         buttons = QHBoxLayout()
@@ -216,6 +224,26 @@ class DuplicatesWidget(QWidget):
         stop_on_destroy(self, self.runner)
 
     # ------------------------------------------------------------------ compute
+    def _show_memory_state(self) -> None:
+        from ..core.devices import freed_memory_retained
+
+        if freed_memory_retained():       # process-wide and for good: say so rather than offer a no-op
+            self.keep_memory.setChecked(True)
+            self.keep_memory.setEnabled(False)
+            self.keep_memory.setText("faster embedding: freed memory is kept (this napari session)")
+
+    def _apply_memory_choice(self) -> None:
+        if not self.keep_memory.isChecked() or not self.keep_memory.isEnabled():
+            return
+        from ..core import devices
+
+        if devices.retain_freed_memory():
+            self._show_memory_state()
+        else:
+            self.keep_memory.setChecked(False)
+            self.keep_memory.setEnabled(False)
+            show_info("Duplicates: keeping freed memory needs Linux with glibc; embedding runs as before.")
+
     def _sources(self):
         planes: list[tuple[str, np.ndarray]] = []
         for layer in self.layers.selected():
@@ -236,6 +264,7 @@ class DuplicatesWidget(QWidget):
             return False
         from ..screening import SourceOptions, iter_screen
 
+        self._apply_memory_choice()
         poses = self.poses.currentText()
         penalty = self.penalty.value()
         penalty = None if penalty <= PENALTY_FROM_MODEL + 1e-9 else float(penalty)

@@ -95,6 +95,11 @@ def make_generator(seed: int) -> torch.Generator:
 _RETAINED = False
 
 
+def freed_memory_retained() -> bool:
+    """True once :func:`retain_freed_memory` has been applied in this process (it stays on)."""
+    return _RETAINED
+
+
 def retain_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory in the process instead of giving large blocks back
     to the system (``mallopt``: no ``mmap`` for big blocks, no trimming). Every forward pass on
