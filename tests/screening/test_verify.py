@@ -5,6 +5,7 @@ import io
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from scipy import ndimage as ndi
@@ -253,6 +254,34 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
     assert copy["match"] >= MATCH_THRESHOLD and copy["method"] == "pixels" and wide.pairs.index[0] == copy.name
     assert np.isfinite(wide.pairs["match"]).all()                  # every kept pair had the full check
     assert near.info["wider_pairs"] == 0 and near.info["first_pass_threshold"] is None
+
+
+def test_the_screen_keeps_first_pass_templates_for_every_item_up_to_a_cap(model, monkeypatch):
+    """The screen's checker keeps the first pass's templates of every item (FIRST_PASS_CACHE_ITEMS
+    at most): its jobs come sorted by image item, so template items recur in no order. What the
+    screen finds does not depend on it."""
+    import napari_siamforensic.screening as screening
+
+    sizes = []
+
+    class Spy(screening.PixelChecker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sizes.append(self.first_pass_cache)
+
+    monkeypatch.setattr(screening, "PixelChecker", Spy)
+    src = texture(1)
+    arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
+    arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
+    every = screen(arrays, model, candidates=1, wider=7, texture=0, localize=0)
+    monkeypatch.setattr(screening, "FIRST_PASS_CACHE_ITEMS", 3)
+    capped = screen(arrays, model, candidates=1, wider=7, texture=0, localize=0)
+    assert sizes == [len(arrays), 3]
+    assert checker_of(arrays).first_pass_cache == 16384             # PixelChecker's own default is unchanged
+    assert every.info["wider_pairs_kept"] < every.info["wider_pairs"]            # the first pass ran and dropped some
+    cols = ["a", "b", "match"]
+    pd.testing.assert_frame_equal(every.pairs[cols], capped.pairs[cols])
+    assert ((every.pairs["a"] == 6) & (every.pairs["b"] == 7)).any()
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
