@@ -327,7 +327,9 @@ def run_corpus(n, args, model):
         for emb in args.pose_embedding:
             rows = {"corpus seed": seed, "generate s": "reused" if generate_s is None else generate_s}
             crops = "none" if args.no_crops else args.crops
-            store = base / (f"store-{n}-{seed}-{kind}-{emb}-{crops}" if args.keep else f"store-{emb}")
+            # one store per corpus, model and embedding options (a store refuses any other)
+            store = base / (f"store-{n}-{seed}-{kind}-{model.identity()}-{args.poses}-{emb}-{crops}"
+                            if args.keep else f"store-{emb}")
             _screen_corpus(rows, folder, store, planted, emb, args, model)
             out[emb] = rows
             print(f"N={n} {emb} done, load average {os.getloadavg()}", flush=True)
