@@ -22,6 +22,11 @@ Usage::
 ``--overlap-views`` plants overlapping views of one picture instead of cropped copies (the
 pixel check's overlap stage, thirteenth session).
 
+A run longer than a session (N = 100,000: about two hours on 2 CPU cores) keeps its corpus and
+store and prints each stage as it ends; run the same command again to go on from the store::
+
+    python benchmarks/screen.py --n 100000 --threads 2 --no-panels --no-exhaustive --no-index-recall --keep runs/bench100k --progress
+
 Everything is generated from fixed seeds (no downloads, nothing from reserved data sets).
 """
 from __future__ import annotations
