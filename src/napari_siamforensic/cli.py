@@ -725,7 +725,8 @@ def _add_screen_parser(sub) -> None:
                         "embeds it; 'features' takes all 9 from one pass of the conv blocks over the item, "
                         "3x faster embedding on 2 CPU cores but approximate windows that find fewer copies "
                         "cut from larger panels (0.958 instead of 0.988 of planted copies among the "
-                        "candidates of 10,000 generated panels). A store keeps its layout")
+                        "candidates of a 10,000-panel calibration corpus; docs/screening.md). A store "
+                        "keeps its layout")
     p.add_argument("--no-verify", action="store_true",
                    help="no pixel check of the candidate pairs (the normalised cross-correlation of "
                         "band-passed 64 px thumbnails over flips, turns, sizes and small rotations, about "

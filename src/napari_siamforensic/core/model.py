@@ -64,6 +64,10 @@ class Branch(nn.Module):
         x = standardise(x)
         for block in self.blocks:
             x = block(x)
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers after the conv blocks: ``(B, C, side, side)`` last pooled maps -> ``(B, D)``."""
         x = self.head_norm(x).flatten(1)
         return self.fc2(self.fc_norm(self.fc1(x)))
 
@@ -103,8 +107,7 @@ class Branch(nn.Module):
         w = w.reshape(b * nw, *w.shape[2:])
         for block in self.blocks[shared:]:
             w = block(w)
-        w = self.head_norm(w).flatten(1)
-        return self.fc2(self.fc_norm(self.fc1(w))).reshape(b, nw, -1)
+        return self.head(w).reshape(b, nw, -1)
 
     def feature_maps(self, x: torch.Tensor, blocks=None) -> list[torch.Tensor]:
         """Per-block feature maps before pooling (block ``i`` at 1/2**i of the input size).
