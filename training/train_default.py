@@ -180,6 +180,20 @@ def pool(n_generated: int, size: int, cache: Path, workers: int = 1) -> list[tup
     return items
 
 
+def environment(device: str) -> dict:
+    """Where a run trains: the device's name, torch's version, the CPU count."""
+    import os
+    import platform
+
+    import torch
+
+    from napari_siamforensic.core.devices import resolve_device
+
+    dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": dev.type, "device_name": name, "torch": torch.__version__, "cpus": os.cpu_count()}
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -226,6 +240,13 @@ def main():
     ap.add_argument("--workers", type=int, default=1,
                     help="processes that generate the scenes (the same images for any number; a fresh pool "
                          "of 2,840 scenes at 640 px takes ~3 min on one core)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop after this many seconds of training (the pool's generation not counted), writing "
+                         "the checkpoint as Ctrl-C does: a run sized to a lent GPU's time, resumable like any other")
+    ap.add_argument("--eval-every", type=int, default=250, help="steps between validation accuracies")
+    ap.add_argument("--checkpoint-every", type=int, default=100,
+                    help="steps between checkpoints (raise it on a GPU: a checkpoint costs about a second)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--init", default=None, help="start from this model/checkpoint (fine-tuning, fresh optimiser)")
     ap.add_argument("--export", default=None, help="write the checkpoint's weights as a float16 model file and stop")
     args = ap.parse_args()
@@ -249,11 +270,17 @@ def main():
                        + (f" (spots at the density of {args.shared_reference} px)" if args.shared and args.shared_reference else "")
                        + (f" + {args.flat} flat-background scenes" if args.flat else ""),
                "init": args.init, "config": json.loads((out / "config.json").read_text())}
+        if (out / "environment.json").exists():    # where it trained (older runs did not record it)
+            run["environment"] = json.loads((out / "environment.json").read_text())
         model.info["runs"] = model.info.get("runs", []) + [run]
         model.save(args.export, dtype="float16")
         print("exported", args.export, json.dumps({k: v for k, v in run.items() if k != "config"}))
         return
     out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t = time.time()
     w = args.workers
     items = pool(args.generated, args.size, out / "pool.npz", w)
@@ -277,12 +304,14 @@ def main():
     if args.crop_fraction is not None:
         deform = deform.replace(crop_fraction=tuple(args.crop_fraction))
     config = sf.TrainConfig(deform=deform, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0,
-                            eval_every=250, checkpoint_every=100, validation_triplets=512,
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                            validation_triplets=512,
                             checkpoint_dir=str(out), group_negative_fraction=args.group_negatives,
                             hard_negative_fraction=args.hard_negatives, negative_poses=args.negative_poses)
     (out / "config.json").write_text(config.to_json())
+    (out / "environment.json").write_text(json.dumps(environment(config.device)))
     resume = ckpt if ckpt.exists() else None
-    last = time.perf_counter()
+    last = started = time.perf_counter()
     with open(out / "log.jsonl", "a") as log:
         for r in sf.iter_train(images, config, resume=resume, groups=groups,
                                init=None if resume else args.init):
@@ -294,6 +323,10 @@ def main():
                 log.flush()
                 print(f"step {r.step} loss {r.loss:.4f} acc {r.triplet_accuracy} {r.triplets_per_second:.1f} triplets/s",
                       flush=True)
+            if args.max_seconds is not None and now - started > args.max_seconds and not r.done:
+                log.flush()
+                print(f"stopping after step {r.step}: --max-seconds {args.max_seconds:g} reached", flush=True)
+                break       # leaving the loop closes iter_train, which checkpoints this finished step
 
 
 if __name__ == "__main__":
