@@ -412,3 +412,39 @@ def test_negative_poses_train_and_validate_with_the_pose_minimum(train_images, s
     assert all(math.isfinite(r.loss) for r in reports) and reports[-1].triplet_accuracy is not None
     with pytest.raises(ValueError, match="negative_poses"):
         small_train_config.replace(negative_poses="rot90")
+
+
+@pytest.mark.parametrize("negative_poses", ["none", "dihedral"])
+def test_mined_negatives_are_batch_normalised_with_their_anchors(train_images, small_train_config, negative_poses):
+    # Normalised apart, pose-mined negatives are told by their batch statistics alone (a GPU run
+    # reached training-mode accuracy 1.000 against 0.703 in eval mode): with negative_poses the
+    # three batches share one normalisation; without, each branch keeps its own (the paper's).
+    cfg = small_train_config.replace(steps=1, validation_triplets=0, negative_poses=negative_poses)
+    seen = []       # batch sizes the first batch-norm layer normalises in training mode
+    real_init = sf.core.model.SiameseNet.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        first = next(m for m in self.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        first.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].shape[0]) if m.training else None)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sf.core.model.SiameseNet, "__init__", init)
+        list(sf.iter_train(train_images, cfg))
+    b = cfg.batch_size
+    assert seen == ([b, b, b] if negative_poses == "none" else [3 * b])
+
+
+def test_branch_embeddings_split_the_joint_batch_in_order(device):
+    from napari_siamforensic.core.train import branch_embeddings
+
+    net = sf.core.model.SiameseNet(SMALL_MODEL)
+    net.reset_parameters(torch.Generator().manual_seed(1))
+    net = net.to(device).eval()      # eval mode: each image's embedding is its own
+    g = torch.Generator().manual_seed(2)
+    a, s, d = (torch.rand(3, 1, 64, 64, generator=g).to(device) for _ in range(3))
+    with torch.no_grad():
+        joint = branch_embeddings(net, a, s, d, "dihedral+invert")
+        apart = branch_embeddings(net, a, s, d, "none")
+    for x, y in zip(joint, apart):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

@@ -204,7 +204,9 @@ class TrainConfig(_JsonMixin):
         scored with ``distance(..., poses=P)`` takes the minimum of f over P, which pulls every
         negative closer; mining the same poses in training pushes negatives apart in all of
         them. Costs one extra forward pass per pose and negative ("dihedral+invert": 16), 3-4x
-        the step time on a CPU. The validation accuracy then uses the same pose minimum.
+        the step time on a CPU. The validation accuracy then uses the same pose minimum. The
+        anchors, copies and mined negatives are then batch-normalised together, as one batch
+        (see ``core.train.branch_embeddings`` for why).
     checkpoint_dir : str or None
         Where ``checkpoint.safetensors`` is written every ``checkpoint_every`` steps and at the end.
     """
