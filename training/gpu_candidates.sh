@@ -15,7 +15,9 @@
 #
 # Each candidate is a `training/train_default.py` run with 4 threads; a GPU step is the sampler's
 # CPU work (docs/benchmarks.md, "On a GPU"); in the sixth session side-by-side processes with 16
-# threads each ran 20x slower (oversubscribed threads the likely cause), so threads are capped. A candidate that fails leaves its log.
+# threads each ran 20x slower (oversubscribed threads the likely cause), so threads are capped.
+# A candidate that fails leaves its log. Since that session pN and pNG batch-normalise anchors,
+# copies and mined negatives together (core.train.branch_embeddings): rerun, they differ.
 set -u
 BUDGET=${BUDGET:-420}
 OUTDIR=${OUTDIR:-runs/gpu-out}
@@ -29,8 +31,8 @@ INIT=src/napari_siamforensic/weights/default.safetensors
 POOL=${POOL:-"--size 640 --smooth 240 --shared 600 --shared-reference 384 --flat 800 --group-negatives 0.3 --hard-negatives 0.5"}
 COMMON="--batch-size 128 --steps 100000 --workers 5 --threads 4 --eval-every 250 --checkpoint-every 2000"
 declare -A OPTS
-# pN: negatives trained in their closest of the 16 scoring poses (the fourth session ran this
-#     for 400 CPU steps only)
+# pN: negatives trained in their closest of the 16 scoring poses (fourth session: 400 CPU
+#     steps; twenty-first: 1,725 GPU steps, each branch normalised apart, which failed)
 OPTS[pN]="$POOL --geometry mild --negative-poses dihedral+invert --lr 1e-4 --init $INIT"
 # pG: the paper's geometry (rotation 45 degrees, scale 0.5-1.5, perspective 20 px), which the
 #     protocol uses and the lineage has not trained on since ft4
