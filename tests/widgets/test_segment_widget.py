@@ -74,6 +74,27 @@ def test_live_stroke_refits_and_never_writes_scribbles(make_napari_viewer, nucle
     assert w.segmenter.n_samples_fit_ == int((scribbles.data > 0).sum())
 
 
+def test_a_live_refit_due_while_a_job_runs_comes_after_it(make_napari_viewer, nuclei, qtbot, wait_idle):
+    # a stroke's refit is queued (QTimer) while the runner is idle; if a job has started by the
+    # time it comes due, the refit must wait for that job, not be refused and lost
+    image, truth = nuclei
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    w = _widget(viewer)
+    w.live.setChecked(False)
+    scribbles = w.new_scribbles()
+    scribbles.brush_size = 1
+    _paint_from_truth(scribbles, truth)
+    assert w.fit_predict()                      # a job runs ...
+    _paint_from_truth(scribbles, truth, seed=1)
+    w.live.setChecked(True)
+    assert w.runner.busy
+    w._live_fit()                               # ... when a queued live refit comes due
+    wait_idle(w.runner)
+    qtbot.waitUntil(lambda: not w.runner.busy
+                    and w.segmenter.n_samples_fit_ == int((scribbles.data > 0).sum()), timeout=60_000)
+
+
 def test_failing_fit_leaves_scribbles_and_prediction(make_napari_viewer, nuclei, wait_idle):
     image, truth = nuclei
     viewer = make_napari_viewer()

@@ -164,6 +164,11 @@ class SegmentWidget(QWidget):
         QTimer.singleShot(0, self._live_fit)
 
     def _live_fit(self) -> None:
+        if self.runner.busy:
+            # queued while idle, due while a job runs (another stroke's refit, Apply, Fit): refit
+            # when it ends, instead of a refused start that would drop this stroke's refit
+            self._pending = True
+            return
         layer = self.scribbles.layer()
         if layer is None or len(np.unique(np.asarray(layer.data))) < 3:   # 0 plus two classes
             self.status.setText("Live: paint at least two classes (labels 1 and 2) to start.")
