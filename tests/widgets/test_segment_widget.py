@@ -39,6 +39,18 @@ def _widget(viewer):
     return w
 
 
+def _painted_not_live(make_napari_viewer, nuclei):
+    """A viewer with the nuclei image, a Segment widget with live off and one stroke painted."""
+    image, truth = nuclei
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    w = _widget(viewer)
+    w.live.setChecked(False)
+    scribbles = w.new_scribbles()
+    _paint_from_truth(scribbles, truth)
+    return viewer, w, scribbles, truth
+
+
 def test_live_stroke_refits_and_never_writes_scribbles(make_napari_viewer, nuclei, qtbot, wait_idle):
     image, truth = nuclei
     viewer = make_napari_viewer()
@@ -77,14 +89,7 @@ def test_live_stroke_refits_and_never_writes_scribbles(make_napari_viewer, nucle
 def test_a_live_refit_due_while_a_job_runs_comes_after_it(make_napari_viewer, nuclei, qtbot, wait_idle):
     # a stroke's refit is queued (QTimer) while the runner is idle; if a job has started by the
     # time it comes due, the refit must wait for that job, not be refused and lost
-    image, truth = nuclei
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="cells")
-    w = _widget(viewer)
-    w.live.setChecked(False)
-    scribbles = w.new_scribbles()
-    scribbles.brush_size = 1
-    _paint_from_truth(scribbles, truth)
+    viewer, w, scribbles, truth = _painted_not_live(make_napari_viewer, nuclei)
     assert w.fit_predict()                      # a job runs ...
     _paint_from_truth(scribbles, truth, seed=1)
     w.live.setChecked(True)
@@ -96,13 +101,7 @@ def test_a_live_refit_due_while_a_job_runs_comes_after_it(make_napari_viewer, nu
 
 
 def test_failing_fit_leaves_scribbles_and_prediction(make_napari_viewer, nuclei, wait_idle):
-    image, truth = nuclei
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="cells")
-    w = _widget(viewer)
-    w.live.setChecked(False)
-    scribbles = w.new_scribbles()
-    _paint_from_truth(scribbles, truth)
+    viewer, w, scribbles, truth = _painted_not_live(make_napari_viewer, nuclei)
     w.fit_button.click()
     wait_idle(w.runner)
     pred = viewer.layers["cells" + PREDICTION_SUFFIX].data.copy()
