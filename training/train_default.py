@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import napari_siamforensic as sf
 
@@ -185,8 +186,6 @@ def environment(device: str) -> dict:
     import os
     import platform
 
-    import torch
-
     from napari_siamforensic.core.devices import resolve_device
 
     dev = resolve_device(device)
@@ -278,8 +277,6 @@ def main():
         return
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     t = time.time()
     w = args.workers

@@ -156,17 +156,13 @@ class SegmentWidget(QWidget):
 
     def _stroke_finished(self, event=None) -> None:
         """napari emits ``paint`` once per finished stroke (or fill): refit if live."""
-        if not self.live.isChecked():
-            return
-        if self.runner.busy:
-            self._pending = True
-            return
-        QTimer.singleShot(0, self._live_fit)
+        if self.live.isChecked():
+            QTimer.singleShot(0, self._live_fit)
 
     def _live_fit(self) -> None:
         if self.runner.busy:
-            # queued while idle, due while a job runs (another stroke's refit, Apply, Fit): refit
-            # when it ends, instead of a refused start that would drop this stroke's refit
+            # a stroke during a job, or one queued while idle whose refit comes due after a job
+            # started: refit when the job ends (a start now would be refused and the refit lost)
             self._pending = True
             return
         layer = self.scribbles.layer()
