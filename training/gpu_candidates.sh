@@ -39,6 +39,9 @@ OPTS[pN]="$POOL --geometry mild --negative-poses dihedral+invert --lr 1e-4 --ini
 OPTS[pG]="$POOL --geometry paper --lr 1e-4 --init $INIT"
 # pNG: both
 OPTS[pNG]="$POOL --geometry paper --negative-poses dihedral+invert --lr 1e-4 --init $INIT"
+# pNs: pN at a third of the learning rate (twenty-second session), in case 1e-4 moves too far from
+#      the shipped model in a few thousand GPU steps
+OPTS[pNs]="$POOL --geometry mild --negative-poses dihedral+invert --lr 3e-5 --init $INIT"
 NAMES="${NAMES:-pN pG pNG}"
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
