@@ -297,3 +297,24 @@ def test_screen_wider_without_the_pixel_check_is_refused(figures, model_file, tm
                  "--wider", "5", "--no-verify", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--wider needs the pixel check" in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--gate-nearest"], True)])
+def test_screen_gate_nearest_reaches_the_screen(figures, model_file, tmp_path, monkeypatch, capsys, flag, expected):
+    """``--gate-nearest``: off unless given; the report's info says so, and the summary prints how
+    many nearest pairs the gate kept from the full check."""
+    seen, out = _screen_with_spy(figures, model_file, tmp_path, monkeypatch, flag)
+    assert seen["gate_nearest"] is expected
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["gate_nearest"] is expected
+    printed = capsys.readouterr().out
+    assert ("gate on the nearest pairs:" in printed) is expected
+    if expected:
+        assert f"gate on the nearest pairs: {info['nearest_pairs_gated']} not alike" in printed
+
+
+def test_screen_gate_nearest_without_the_pixel_check_is_refused(figures, model_file, tmp_path, capsys):
+    assert main(["screen", str(figures), "--model", model_file, "--out", str(tmp_path / "r"),
+                 "--gate-nearest", "--no-verify", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--gate-nearest needs the pixel check" in err and not (tmp_path / "r").exists()

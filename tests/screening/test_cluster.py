@@ -27,10 +27,14 @@ def test_cluster_screen_equals_local_screen(tmp_path, model_path):
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         remote = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
                                    store=tmp_path.parent / "cluster-store", **kw)
-        # the workers embed crop windows in the layout asked for (here the approximate, shared-pass one)
+        # the workers embed crop windows in the layout asked for (here the approximate, shared-pass
+        # one); and the gate on the nearest pairs reaches the cluster screen's check
         remote_f = screen_on_cluster([str(tmp_path)], str(model_path), client=client, files_per_task=2,
-                                     crops="features", **kw)
-    local_f = screen([str(tmp_path)], str(model_path), crops="features", **kw)
+                                     crops="features", gate_nearest=True, **kw)
+    local_f = screen([str(tmp_path)], str(model_path), crops="features", gate_nearest=True, **kw)
+    assert remote_f.info["gate_nearest"] and local_f.info["gate_nearest"] and not local.info["gate_nearest"]
+    assert remote_f.info["nearest_pairs_gated"] == local_f.info["nearest_pairs_gated"]
+    np.testing.assert_allclose(remote_f.pairs["match"], local_f.pairs["match"], rtol=1e-6)     # NaN where gated
     assert remote_f.info["crop_layout"] == local_f.info["crop_layout"] == "features"
     assert local.info["crop_layout"] == "pixels"
     assert remote_f.pairs[["a", "b"]].equals(local_f.pairs[["a", "b"]])

@@ -1,6 +1,8 @@
 """The pixel check of image pairs (core.pixels) and its place in the screen."""
 from __future__ import annotations
 
+import copy
+
 import io
 import os
 
@@ -254,6 +256,45 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
     assert copy["match"] >= MATCH_THRESHOLD and copy["method"] == "pixels" and wide.pairs.index[0] == copy.name
     assert np.isfinite(wide.pairs["match"]).all()                  # every kept pair had the full check
     assert near.info["wider_pairs"] == 0 and near.info["first_pass_threshold"] is None
+
+
+def test_the_gate_spares_the_full_check_of_nearest_pairs_the_first_pass_rules_out(model):
+    """``gate_nearest``: the same pairs in the same table, but a nearest pair whose first pass
+    stays under ``FIRST_PASS_THRESHOLD`` gets no full check (match NaN), and its distance fuses
+    the first pass's score capped at the model's pixel-check centre (never nearer than f); the
+    pairs it lets through are checked exactly as without the gate."""
+    src = texture(1)
+    arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
+    arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
+    gm = copy.copy(model)
+    gm.pixel_check = (8.0, 0.4)
+    kw = dict(candidates=3, wider=2, texture=0, localize=0)
+    plain = screen(arrays, gm, **kw)
+    gated = screen(arrays, gm, gate_nearest=True, **kw)
+    key = lambda res: [(int(x), int(y)) for x, y in zip(res.pairs["a"], res.pairs["b"])]
+    assert set(key(gated)) == set(key(plain))                    # the gate drops no nearest pair
+    first = dict(zip(key(plain), checker_of([x.astype(np.float32) for x in arrays]).first_pass(
+        *np.array(key(plain)).T)))
+    p, g = plain.pairs.set_index(["a", "b"]), gated.pairs.set_index(["a", "b"])
+    stopped = [k for k in key(plain) if not first[k] >= FIRST_PASS_THRESHOLD]
+    assert stopped and len(stopped) < len(first)                  # it stopped some, not all
+    assert gated.info["gate_nearest"] and gated.info["nearest_pairs_gated"] == len(stopped)
+    assert not plain.info["gate_nearest"] and plain.info["nearest_pairs_gated"] == 0
+    for k in key(plain):
+        if k in stopped:
+            assert np.isnan(g.loc[k, "match"])
+            want = gm.fuse(np.array([g.loc[k, "f"]]), np.array([min(first[k], 0.4)]))[0]
+            assert g.loc[k, "distance"] == pytest.approx(want, abs=1e-6) and g.loc[k, "distance"] >= g.loc[k, "f"] - 1e-6
+        else:
+            assert g.loc[k, "match"] == pytest.approx(p.loc[k, "match"], abs=1e-6)
+            assert g.loc[k, "distance"] == pytest.approx(p.loc[k, "distance"], abs=1e-6)
+    assert key(gated)[0] == key(plain)[0] == (6, 7) and gated.pairs.iloc[0]["method"] == "pixels"
+    for col in ("transform", "box_a", "box_b"):                     # the check's own row, not a neighbour's
+        assert g.loc[(6, 7), col] == p.loc[(6, 7), col]
+    with pytest.raises(ValueError, match="`gate_nearest=True` needs the pixel check"):
+        screen(arrays, gm, gate_nearest=True, verify=False, localize=0)
+    with pytest.raises(TypeError, match="`gate_nearest` must be True or False"):
+        screen(arrays, gm, gate_nearest="yes", localize=0)
 
 
 def test_the_screen_keeps_first_pass_templates_for_every_item_up_to_a_cap(model, monkeypatch):

@@ -204,9 +204,9 @@ def test_the_overlap_box_finds_two_views_that_share_a_region(make_napari_viewer,
 
 
 def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_idle, scenes, monkeypatch, tmp_path):
-    """The "search further" box is the screen's ``wider``, "search by texture" its ``texture`` and
-    "faster crop windows" its ``crops="features"``: passed on as set, and the result says which
-    were used."""
+    """The "search further" box is the screen's ``wider``, "search by texture" its ``texture``,
+    "faster crop windows" its ``crops="features"`` and "faster check" its ``gate_nearest``: passed
+    on as set, and the result says which were used."""
     import napari_siamforensic.screening as screening
     from PIL import Image as PILImage
 
@@ -217,7 +217,7 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
     real = screening.iter_screen
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["wider"], kwargs["texture"], kwargs["crops"]))
+        seen.append((kwargs["wider"], kwargs["texture"], kwargs["crops"], kwargs["gate_nearest"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(screening, "iter_screen", spy)
@@ -228,17 +228,19 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
 
     assert w.wider.value() == DEFAULT_WIDER           # the screen's own defaults
     assert w.texture.value() == DEFAULT_TEXTURE
-    assert not w.fast_crops.isChecked()
+    assert not w.fast_crops.isChecked() and not w.gate.isChecked()
     for value, tex, fast in ((0, 3, False), (20, 0, True)):
         w.wider.setValue(value)
         w.texture.setValue(tex)
         w.fast_crops.setChecked(fast)
+        w.gate.setChecked(fast)
         w.compute()
         wait_idle(w.runner)
         assert w.runner.last_outcome == "finished", w.runner.last_error
         assert w.result.info["wider"] == value and w.result.info["texture"] == tex
         assert w.result.info["crop_layout"] == ("features" if fast else "pixels")
-    assert seen == [(0, 3, "pixels"), (20, 0, "features")]
+        assert w.result.info["gate_nearest"] is fast
+    assert seen == [(0, 3, "pixels", False), (20, 0, "features", True)]
 
 
 @pytest.mark.parametrize("available", [True, False])

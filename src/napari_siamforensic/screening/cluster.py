@@ -71,7 +71,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
                            whiten: bool = True, crops: bool | str = True,
                            verify: bool = True, hub_correction: bool = True,
                            overlap: bool = False, wider: int | None = None,
-                           texture: int | None = None) -> Iterator[ScreenProgress]:
+                           texture: int | None = None, gate_nearest: bool = False) -> Iterator[ScreenProgress]:
     """:func:`~napari_siamforensic.screening.iter_screen` with the embedding on a dask cluster.
 
     Parameters
@@ -88,7 +88,8 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
     from distributed import Client
 
     _check_options(candidates, poses, mode, threshold, batch_size, localize, metric, pose_embedding, index, wider,
-                   texture, whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap)
+                   texture, whiten=whiten, crops=crops, verify=verify, hub_correction=hub_correction, overlap=overlap,
+                   gate_nearest=gate_nearest)
     pose_ids = stored_pose_ids(poses, pose_embedding)
     layout = resolve_crops(crops)
     crop_poses = crop_query_poses(poses, pose_embedding) if layout else ()
@@ -143,7 +144,7 @@ def iter_screen_on_cluster(sources, model_path=None, *, scheduler=None, client=N
         metric=metric, backend=backend, threads=threads, store=store, pose_ids=pose_ids,
         pose_embedding=pose_embedding, index=index, whiten=whiten, crop_poses=crop_poses,
         crop_layout=st.crop_layout if crop_poses else None, verify=verify, hub_correction=hub_correction,
-        overlap=overlap, **first_pass_options(wider, texture, verify)), {}, options,
+        overlap=overlap, gate_nearest=gate_nearest, **first_pass_options(wider, texture, verify)), {}, options,
         t0, t_embed,
         n_restored)
 
