@@ -241,6 +241,15 @@ def test_search_further_reaches_the_screen(make_napari_viewer, tiny_model, wait_
         assert w.result.info["crop_layout"] == ("features" if fast else "pixels")
         assert w.result.info["gate_nearest"] is fast
     assert seen == [(0, 3, "pixels", False), (20, 0, "features", True)]
+    # layers alone: every pair gets the full check whatever the box says, as the heatmap beside it does
+    w.paths.setText("")
+    for i, s in enumerate(scenes[:3]):
+        w.viewer.add_image(s, name=f"layer {i}")
+    w.compute()
+    wait_idle(w.runner)
+    assert w.runner.last_outcome == "finished", w.runner.last_error
+    assert w.gate.isChecked() and seen[-1][3] is False and not w.result.info["gate_nearest"]
+    assert np.isfinite(w.result.pairs["match"]).all()
 
 
 @pytest.mark.parametrize("available", [True, False])

@@ -279,7 +279,8 @@ class DuplicatesWidget(QWidget):
         overlap = self.overlap.isChecked()
         wider = int(self.wider.value())
         texture = int(self.texture.value())
-        gate_nearest = self.gate.isChecked()
+        # layers alone: every pair is checked, as in the heatmap (ForensicModel.pairwise) beside the table
+        gate_nearest = self.gate.isChecked() and bool(paths)
         crops = ("features" if self.fast_crops.isChecked() else "pixels") if paths else False
         arrays = [arr for _, arr in planes]
         plane_names = [name for name, _ in planes]
