@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -268,16 +269,22 @@ def _screening_timing(images, model, baselines: bool):
 
 
 def _machine() -> str:
-    import os
-    import platform
+    """CPU model, its bf16 support (the network runs bf16 only where the CPU has it natively),
+    logical CPUs, torch and the GPU if any."""
+    from pathlib import Path
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    bf16 = "avx512_bf16" if "avx512_bf16" in flags else ("amx_bf16" if "amx_bf16" in flags else "no native bf16")
     try:
         import torch
 
         dev = f"torch {torch.__version__}, " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")
     except Exception:  # noqa: BLE001
         dev = "no torch"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {dev}"
+    return f"{cpu_model()} ({bf16}), {os.cpu_count()} logical CPUs, {dev}"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -44,7 +43,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from _common import PeakRSS, check_switch
+from _common import PeakRSS, check_switch, machine_line
 
 # ----------------------------------------------------------------------------- generation
 
@@ -800,9 +799,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     retained = False if args.default_malloc else retain_freed_memory()
     model = resolve_model(args.model)
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} threads "
-          f"{torch.get_num_threads()}, load average at start {os.getloadavg()}, "
-          f"freed memory retained (mallopt): {retained}")
+    print(f"{machine_line()}; freed memory retained (mallopt): {retained}")
     print(f"model: {args.model or 'bundled default'} ({model.identity()}), precision {model.precision}, "
           f"poses {args.poses}\n")
     if args.panels:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -142,8 +141,10 @@ def main(argv=None):
         which = f"training checkpoint {model_path.relative_to(ROOT)} (no bundled default model yet)"
     model = load_model(model_path, device="auto")
     random_model = fallback_model(device=str(model.device))
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} threads {torch.get_num_threads()}, device {model.device}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine_line
+
+    print(f"# {machine_line(str(model.device))}; device {model.device}")
     print(f"# model: {which}, identity {model.identity()}, info steps {model.info.get('step', model.info.get('steps', '?'))}")
     print(f"# load average at start: {os.getloadavg()}")
 

@@ -8,8 +8,9 @@ The bundled model's metadata holds one record per run that led to it (``info["ru
 seconds, last validation accuracy, pool, configuration, where it started from). This appends
 the new run's record (written by ``--export`` from the run's log) to the records of the model
 now bundled, after any ``--bridge`` records: steps a run took beyond the weights that were
-shipped from it, which the new run started from. The result is saved as float16 with the
-scoring poses ``dihedral+invert``. Recalibrate afterwards (``training/calibrate_default.py
+shipped from it, which the new run started from (on the CPU). ``--device`` says where the new run
+trained (a GPU run: e.g. "cuda (NVIDIA H200), bf16 autocast"). The result is saved as float16 with the
+scoring poses ``dihedral+invert`` and ``--pose-penalty`` (0.2). Recalibrate afterwards (``training/calibrate_default.py
 --write``): the calibration belongs to the weights.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import napari_siamforensic as sf
 from napari_siamforensic.core.scoring import default_weights_path
+
+CPU_DEVICE = "cpu (2 shared vCPU, AMD EPYC), bf16 autocast"     # every run before the twenty-third session
 
 
 def log_record(run: Path, first: int, last: int) -> dict:
@@ -43,6 +46,11 @@ def main() -> None:
     ap.add_argument("--bridge", nargs=4, action="append", default=[], metavar=("RUN", "FIRST", "LAST", "NOTE"),
                     help="steps FIRST..LAST of run folder RUN, taken after its shipped weights and before "
                          "the new run started from it")
+    ap.add_argument("--device", default=CPU_DEVICE,
+                    help="where the new run trained, as the lineage should say (default: %(default)r)")
+    ap.add_argument("--pose-penalty", type=float, default=0.2,
+                    help="added to every scoring pose but the image's own (default: %(default)s, the bundled "
+                         "model's since the fourth session)")
     ap.add_argument("--out", default=str(default_weights_path()), help="where to write (default: the bundled model)")
     args = ap.parse_args()
 
@@ -57,11 +65,14 @@ def main() -> None:
     if not new.info.get("runs"):
         raise SystemExit(f"{args.model} has no run record: write it with train_default.py --export")
     record = dict(new.info["runs"][-1])
-    record.update(init=args.init, note=args.note)
+    record.update(init=args.init, note=args.note, device=args.device)
     runs.append(record)
     new.info["runs"] = runs
-    new.info["device"] = "cpu (2 shared vCPU, AMD EPYC), bf16 autocast"
+    # the runs' devices, in lineage order (a record without one predates the GPU runs: the CPU)
+    devices = list(dict.fromkeys(r.get("device", CPU_DEVICE) for r in runs))
+    new.info["device"] = "; ".join(devices)
     new.poses = "dihedral+invert"
+    new.pose_penalty = args.pose_penalty
     new.save(args.out, dtype="float16")
     print(f"wrote {args.out}: {len(runs)} runs, {sum(r['steps'] for r in runs)} steps, "
           f"{round(sum(r['train_seconds'] for r in runs))} s;", [(r["steps"], r["train_seconds"]) for r in runs])
