@@ -13,7 +13,8 @@ from scipy import ndimage as ndi
 
 from napari_siamforensic.screening import screen
 from napari_siamforensic.screening.localize import box_iou, describe, pose_match
-from napari_siamforensic.core.pixels import (FIRST_PASS_SCALES, FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, _correlate, _dihedral,
+from napari_siamforensic.core.pixels import (FIRST_PASS_SCALES, FIRST_PASS_THRESHOLD, GATED_MATCH, MATCH_THRESHOLD,
+                                             PixelChecker, _correlate, _dihedral,
                                              _posed, _templates, check_thumbnail)
 from napari_siamforensic.evaluation.reuse import blot_lanes
 from napari_siamforensic.screening.verify import match_transform
@@ -260,8 +261,8 @@ def test_the_wider_search_keeps_exactly_the_pairs_the_first_pass_passes(model):
 def test_the_gate_spares_the_full_check_of_nearest_pairs_the_first_pass_rules_out(model):
     """``gate_nearest``: the same pairs in the same table, but a nearest pair whose first pass
     stays under ``FIRST_PASS_THRESHOLD`` gets no full check (match NaN), and its distance fuses
-    the first pass's score capped at the model's pixel-check centre (never nearer than f); the
-    pairs it lets through are checked exactly as without the gate."""
+    ``GATED_MATCH`` in place of the check's match; the pairs it lets through are checked exactly
+    as without the gate."""
     src = texture(1)
     arrays = [texture(40 + i) for i in range(6)] + [src, jpeg(resize(np.rot90(src[20:160, 30:200]).copy(), 0.8))]
     arrays = [(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in arrays]
@@ -282,8 +283,9 @@ def test_the_gate_spares_the_full_check_of_nearest_pairs_the_first_pass_rules_ou
     for k in key(plain):
         if k in stopped:
             assert np.isnan(g.loc[k, "match"])
-            want = gm.fuse(np.array([g.loc[k, "f"]]), np.array([min(first[k], 0.4)]))[0]
-            assert g.loc[k, "distance"] == pytest.approx(want, abs=1e-6) and g.loc[k, "distance"] >= g.loc[k, "f"] - 1e-6
+            want = gm.fuse(np.array([g.loc[k, "f"]]), np.array([GATED_MATCH]))[0]
+            assert g.loc[k, "distance"] == pytest.approx(want, abs=1e-6)
+            assert g.loc[k, "distance"] > g.loc[k, "f"] + 1.0          # pushed away: 8 * (0.4 - 0.2) = 1.6
         else:
             assert g.loc[k, "match"] == pytest.approx(p.loc[k, "match"], abs=1e-6)
             assert g.loc[k, "distance"] == pytest.approx(p.loc[k, "distance"], abs=1e-6)

@@ -30,7 +30,8 @@ from .index import (CROP_LAYOUT, INDEXES, METRICS, MODES, POSE_EMBEDDINGS, WHITE
                     best_poses, crop_match, crop_query_poses, crop_rows, embed_poses, file_stamp, have_faiss,
                     iter_candidate_pairs, pose_min_distance, resolve_crops, resolve_index, stored_pose_ids)
 from .localize import Localizer, Match, localize, pose_match
-from .verify import FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words, match_transform
+from .verify import (FIRST_PASS_THRESHOLD, GATED_MATCH, MATCH_THRESHOLD, PixelChecker, PixelMatch, add_words,
+                     match_transform)
 from .texture import TEXTURE_DIM, texture_descriptors, texture_pairs
 from .report import ITEM_COLUMNS, PAIR_COLUMNS, SKIPPED_COLUMNS, ScreenResult, empty_frame, thumbnail
 from .sources import (FileDone, Item, ItemRef, Skipped, SourceOptions, contains_the_other, iter_sources,
@@ -202,17 +203,14 @@ def iter_screen(sources, model=None, *, candidates: int = 10, poses: str = "dihe
     gate_nearest : bool
         Put each item's first ``candidates`` pairs through the first pass too, and give the
         full pixel check only those it finds alike (``FIRST_PASS_THRESHOLD``). A nearest pair
-        the gate stops stays in the table, unchecked (``match`` NaN), with the first pass's
-        score fused into its ``distance`` in place of the check's, capped at the model's
-        ``pixel_check`` centre (the first pass scores run higher than the check's): the gate
-        can push a pair away, never bring it nearer. It saves the full check (about 1.8 ms per
-        pair against 0.25 ms for the first pass, 2 CPU cores) of the nearest pairs that are not
-        alike, most of them in a large corpus. Needs ``verify``. ``info`` counts the pairs it
-        stopped (``nearest_pairs_gated``). On a 3,000-panel calibration corpus it stopped 97 %
-        of the nearest pairs and no copy, and the check took 0.16x the time (the stages after
-        the embedding 0.66x), but recall@10 of the copies fell from 1.000 to 0.993: one copy
-        the check had not verified was passed by stopped pairs (docs/screening.md,
-        *Twenty-second session*). Off by default for that reason.
+        the gate stops stays in the table, unchecked (``match`` NaN), and its ``distance`` fuses
+        ``GATED_MATCH`` (0.2) in place of the check's match: what the check gives such pairs
+        typically (their median on a calibration corpus; the first pass's own score hardly
+        predicts it). It saves the full check (about 1.8 ms per pair against 0.25 ms for the
+        first pass, 2 CPU cores) of the nearest pairs that are not alike, most of them in a large
+        corpus. Needs ``verify``. ``info`` counts the pairs it stopped (``nearest_pairs_gated``).
+        Measured on calibration corpora of 3,000 and 10,000 panels: docs/screening.md,
+        *Twenty-third session*. Off by default.
     poses : {"none", "dihedral", "dihedral+invert"}
         The poses a copy may be in: a mirrored, rotated or inverted copy is found through
         them, and the reported distance is the minimum over them (both directions).
@@ -465,9 +463,8 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
             rank = np.concatenate([rank, np.full(n_texture, candidates + wider, rank.dtype)])
         t_texture = time.perf_counter() - t_first
     # gate_nearest: a nearest pair the first pass does not find alike keeps its place in the table
-    # without the full check (match NaN); its distance fuses the first pass's score (capped, below)
+    # without the full check (match NaN); its distance fuses GATED_MATCH (below)
     gated = np.zeros(len(a), bool)
-    first_score = np.full(len(a), np.nan, np.float32)
     if (wider or n_texture or gate) and len(a):
         # the pairs beyond each item's first `candidates` neighbours (and the texture pairs) stay only
         # where the pixel check's coarse stage alone (under a sixth of the full check's time per pair)
@@ -492,7 +489,6 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
                                  f"first pass: {pairs} of {len(run_on)} {what}")
         yield ScreenProgress("verify", len(run_on), len(run_on), time.perf_counter() - t0,
                              f"first pass: {len(run_on)} of {len(run_on)} {what}")
-        first_score[run_on] = first
         if gate:                    # run_on is every pair: the far ones' scores, in far's order
             gated = ~(first >= FIRST_PASS_THRESHOLD) & (rank < candidates)
             n_gated = int(gated.sum())
@@ -502,7 +498,7 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
         n_first_pass = int(passed.sum()) - n_texture_kept
         keep = np.ones(len(a), bool)
         keep[far[~passed]] = False
-        a, b, d, gated, first_score = a[keep], b[keep], d[keep], gated[keep], first_score[keep]
+        a, b, d, gated = a[keep], b[keep], d[keep], gated[keep]
     t_first = time.perf_counter() - t_first - t_texture
     # a copy cut from a larger panel: f between a crop window of one and the other, and the pose
     # of that window's match (one pass for both); the table is ordered (and thresholded) by the
@@ -536,11 +532,11 @@ def _search_and_report(model, refs, chunks, skipped_all, params, arrays, options
     # the table's distance is ForensicModel.distance's: f with the pixel check fused in (where
     # the model has a pixel_check and the pair was checked); the evidence that orders and
     # thresholds the table is the same with the smaller of f and crop f
-    # a pair the gate stopped: its first-pass score, capped at the pixel check's centre (its
-    # scores run higher than the full check's, whose centre it is: uncapped, a pair the gate
-    # ruled out could come out nearer than its f)
-    centre = model.pixel_check[1] if model.pixel_check else np.inf
-    fuse_with = np.where(gated, np.minimum(first_score, centre), match)
+    # a pair the gate stopped: fused as if the check had given it what it typically gives such
+    # pairs (GATED_MATCH); with its f alone, or the first pass's score (which runs higher than the
+    # check's), stopped unrelated pairs came out nearer than checked ones and passed a copy the
+    # check had not verified (docs/screening.md, *Twenty-third session*)
+    fuse_with = np.where(gated, GATED_MATCH, match)
     fused = model.fuse(d, fuse_with)
     evidence = model.fuse(np.fmin(d, dc), fuse_with)
     # evidence order: pixel-verified pairs by match, then the rest by that distance

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..core.pixels import FIRST_PASS_THRESHOLD, MATCH_THRESHOLD, PixelChecker, PixelMatch, pair_match
+from ..core.pixels import FIRST_PASS_THRESHOLD, GATED_MATCH, MATCH_THRESHOLD, PixelChecker, PixelMatch, pair_match
 from .localize import decompose, describe, pose_linear
 
 
@@ -42,4 +42,4 @@ def match_transform(match: PixelMatch, r: int) -> str:
     return words
 
 
-__all__ = ["FIRST_PASS_THRESHOLD", "MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "add_words", "match_transform", "pair_match"]
+__all__ = ["FIRST_PASS_THRESHOLD", "GATED_MATCH", "MATCH_THRESHOLD", "PixelChecker", "PixelMatch", "add_words", "match_transform", "pair_match"]
