@@ -145,7 +145,8 @@ def main(argv=None):
     from _common import machine_line
 
     print(f"# {machine_line(str(model.device))}; device {model.device}")
-    print(f"# model: {which}, identity {model.identity()}, info steps {model.info.get('step', model.info.get('steps', '?'))}")
+    steps = sum(r.get("steps", 0) for r in model.info.get("runs", [])) or model.info.get("step", "?")
+    print(f"# model: {which}, identity {model.identity()}, training steps {steps}")
     print(f"# load average at start: {os.getloadavg()}")
 
     forest = dict(n_jobs=args.threads, random_state=0)       # Segmenter's default forest otherwise

@@ -8,10 +8,10 @@ The bundled model's metadata holds one record per run that led to it (``info["ru
 seconds, last validation accuracy, pool, configuration, where it started from). This appends
 the new run's record (written by ``--export`` from the run's log) to the records of the model
 now bundled, after any ``--bridge`` records: steps a run took beyond the weights that were
-shipped from it, which the new run started from (on the CPU). ``--device`` says where the new run
-trained (a GPU run: e.g. "cuda (NVIDIA H200), bf16 autocast"). The result is saved as float16 with the
-scoring poses ``dihedral+invert`` and ``--pose-penalty`` (0.2). Recalibrate afterwards (``training/calibrate_default.py
---write``): the calibration belongs to the weights.
+shipped from it, which the new run started from (on the CPU). ``--device`` says where the new
+run trained (a GPU run: e.g. "cuda (NVIDIA H200), bf16 autocast"). The result is saved as
+float16 with the scoring poses ``dihedral+invert`` and ``--pose-penalty`` (0.2). Recalibrate
+afterwards (``training/calibrate_default.py --write``): the calibration belongs to the weights.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import napari_siamforensic as sf
 from napari_siamforensic.core.scoring import default_weights_path
 
-CPU_DEVICE = "cpu (2 shared vCPU, AMD EPYC), bf16 autocast"     # every run before the twenty-third session
+CPU_DEVICE = "cpu (2 shared vCPU, AMD EPYC), bf16 autocast"     # every run of the lineage before pN
 
 
 def log_record(run: Path, first: int, last: int) -> dict:
