@@ -59,12 +59,17 @@ def load() -> str:
         return "load n/a"
 
 
+def cpu_bf16() -> str:
+    """The CPU's native bf16 support as the machine lines name it: ``"avx512_bf16"``,
+    ``"amx_bf16"`` or ``"no native bf16"``."""
+    flags = cpu_flags()
+    return "avx512_bf16" if "avx512_bf16" in flags else ("amx_bf16" if "amx_bf16" in flags else "no native bf16")
+
+
 def machine_line(device: str = "cpu") -> str:
     """One line naming the machine: CPU model, cores, torch version and threads, bf16 support,
     GPU (when used), date (UTC) and load."""
-    flags = cpu_flags()
-    bf16 = "avx512_bf16" if "avx512_bf16" in flags else ("amx_bf16" if "amx_bf16" in flags else "no native bf16")
-    parts = [f"CPU {cpu_model()} ({os.cpu_count()} logical cores, {bf16})",
+    parts = [f"CPU {cpu_model()} ({os.cpu_count()} logical cores, {cpu_bf16()})",
              f"torch {torch.__version__} ({torch.get_num_threads()} threads)"]
     if str(device).startswith("cuda") and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")

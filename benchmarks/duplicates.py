@@ -274,17 +274,15 @@ def _machine() -> str:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import cpu_flags, cpu_model
+    from _common import cpu_bf16, cpu_model
 
-    flags = cpu_flags()
-    bf16 = "avx512_bf16" if "avx512_bf16" in flags else ("amx_bf16" if "amx_bf16" in flags else "no native bf16")
     try:
         import torch
 
         dev = f"torch {torch.__version__}, " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")
     except Exception:  # noqa: BLE001
         dev = "no torch"
-    return f"{cpu_model()} ({bf16}), {os.cpu_count()} logical CPUs, {dev}"
+    return f"{cpu_model()} ({cpu_bf16()}), {os.cpu_count()} logical CPUs, {dev}"
 
 
 if __name__ == "__main__":
